@@ -1,0 +1,171 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	pb "github.com/portier/portier/wire/portierv1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Framing constants of protocol v1.
+const (
+	// FramingVersion is the first byte of every frame.
+	FramingVersion byte = 0x01
+	// HeaderLen is the size of the frame header: version byte plus u32 LE length.
+	HeaderLen = 5
+	// MaxBody is the largest frame body any portier peer accepts.
+	MaxBody = 16 << 20
+	// MaxHelloBody caps the first frame a broker reads on a new connection,
+	// so an unauthenticated peer cannot make it allocate 16 MiB.
+	MaxHelloBody = 64 << 10
+	// EnvelopeVersion is the only Frame.envelope_version accepted.
+	EnvelopeVersion = 1
+	// ProtocolVersion is the broker protocol this implementation speaks.
+	ProtocolVersion = 1
+)
+
+// Payload-protocol registry (Frame.payload_protocol).
+const (
+	ProtocolControl        uint32 = 0x0000 // Hello / HelloReply
+	ProtocolAdmin          uint32 = 0xAD01 // admin verbs (portier's own)
+	ProtocolIdentity       uint32 = 0xB232 // backend identity probe
+	ProtocolHandoff        uint32 = 0xD0FF // HandoffOffer, HandoffAck, ready event
+	ProtocolBackendControl uint32 = 0xF001 // portier backend registration, quiesce
+)
+
+// CapHandlePassing is capability bit 0: the client adopts handed-off
+// connections (Hello) / the broker will attempt a handoff (Negotiated).
+const CapHandlePassing uint64 = 1 << 0
+
+// Sentinel errors for framing failures; the typed errors below match them
+// with errors.Is.
+var (
+	ErrBadFramingVersion = errors.New("wire: unsupported framing version")
+	ErrFrameTooLarge     = errors.New("wire: frame too large")
+	ErrTruncated         = errors.New("wire: truncated frame")
+)
+
+// FramingVersionError reports a first header byte other than 0x01.
+type FramingVersionError struct{ Got byte }
+
+func (e *FramingVersionError) Error() string {
+	return fmt.Sprintf("wire: unsupported framing version 0x%02x (want 0x%02x)", e.Got, FramingVersion)
+}
+
+// Is matches ErrBadFramingVersion.
+func (e *FramingVersionError) Is(target error) bool { return target == ErrBadFramingVersion }
+
+// TooLargeError reports an announced body length above the cap in force.
+// It is returned before any body byte is read or allocated.
+type TooLargeError struct{ Len, Max uint32 }
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("wire: frame body of %d bytes exceeds the %d-byte cap", e.Len, e.Max)
+}
+
+// Is matches ErrFrameTooLarge.
+func (e *TooLargeError) Is(target error) bool { return target == ErrFrameTooLarge }
+
+// TruncatedError reports a connection that ended inside a frame.
+type TruncatedError struct {
+	Part      string // "header" or "body"
+	Want, Got int
+}
+
+func (e *TruncatedError) Error() string {
+	return fmt.Sprintf("wire: truncated frame %s: got %d of %d bytes", e.Part, e.Got, e.Want)
+}
+
+// Is matches ErrTruncated and io.ErrUnexpectedEOF.
+func (e *TruncatedError) Is(target error) bool {
+	return target == ErrTruncated || target == io.ErrUnexpectedEOF
+}
+
+// ParseHeader checks a 5-byte frame header against max and returns the body
+// length.
+func ParseHeader(h []byte, max int) (int, error) {
+	if h[0] != FramingVersion {
+		return 0, &FramingVersionError{Got: h[0]}
+	}
+	n := binary.LittleEndian.Uint32(h[1:HeaderLen])
+	if uint64(n) > uint64(max) {
+		return 0, &TooLargeError{Len: n, Max: uint32(max)}
+	}
+	return int(n), nil
+}
+
+// ReadFrameBody reads exactly one frame header and exactly its body from r,
+// never more. A clean end of stream before the first header byte is io.EOF.
+// The length is checked against max (at most MaxBody) before the body is
+// allocated.
+func ReadFrameBody(r io.Reader, max int) ([]byte, error) {
+	if max <= 0 || max > MaxBody {
+		max = MaxBody
+	}
+	var h [HeaderLen]byte
+	if n, err := io.ReadFull(r, h[:]); err != nil {
+		if n == 0 && errors.Is(err, io.EOF) {
+			return nil, io.EOF
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &TruncatedError{Part: "header", Want: HeaderLen, Got: n}
+		}
+		return nil, err
+	}
+	n, err := ParseHeader(h[:], max)
+	if err != nil {
+		return nil, err
+	}
+	body := make([]byte, n)
+	if got, err := io.ReadFull(r, body); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, &TruncatedError{Part: "body", Want: n, Got: got}
+		}
+		return nil, err
+	}
+	return body, nil
+}
+
+// ReadFrame reads one frame (see ReadFrameBody) and decodes it (see
+// DecodeFrame).
+func ReadFrame(r io.Reader, max int) (*pb.Frame, error) {
+	body, err := ReadFrameBody(r, max)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeFrame(body)
+}
+
+var marshalOpts = proto.MarshalOptions{Deterministic: true}
+
+// Marshal encodes m deterministically (fields in ascending order, as the
+// protocol requires for byte-exact output).
+func Marshal(m proto.Message) ([]byte, error) { return marshalOpts.Marshal(m) }
+
+// AppendFrame appends the header and deterministic encoding of f to dst.
+func AppendFrame(dst []byte, f *pb.Frame) ([]byte, error) {
+	size := marshalOpts.Size(f)
+	if size > MaxBody {
+		return dst, &TooLargeError{Len: uint32(min(size, 1<<32-1)), Max: MaxBody}
+	}
+	dst = append(dst, FramingVersion, 0, 0, 0, 0)
+	binary.LittleEndian.PutUint32(dst[len(dst)-4:], uint32(size))
+	return marshalOpts.MarshalAppend(dst, f)
+}
+
+// EncodeFrame returns the complete bytes (header and body) of f.
+func EncodeFrame(f *pb.Frame) ([]byte, error) { return AppendFrame(nil, f) }
+
+// WriteFrame writes f to w in a single Write call, so a frame is never
+// interleaved with another writer's bytes on a stream socket.
+func WriteFrame(w io.Writer, f *pb.Frame) error {
+	b, err := EncodeFrame(f)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}

@@ -1,0 +1,181 @@
+package wire
+
+import (
+	"fmt"
+	"maps"
+	"time"
+
+	pb "github.com/portier/portier/wire/portierv1"
+	"google.golang.org/protobuf/proto"
+)
+
+// Violation is a peer input that breaks a protocol rule. It carries the
+// stable ErrorCode and a reason a person can act on, and converts to a
+// ready-to-send Refused.
+type Violation struct {
+	Code   pb.ErrorCode
+	Field  string // the offending field, "" when not about one field
+	Reason string
+}
+
+func (v *Violation) Error() string {
+	return fmt.Sprintf("wire: %s: %s", v.Code, v.Reason)
+}
+
+// Refused returns the refusal to send for this violation.
+func (v *Violation) Refused() *pb.Refused {
+	var details map[string]string
+	if v.Field != "" {
+		details = map[string]string{"field": v.Field}
+	}
+	return NewRefused(v.Code, v.Reason, 0, details)
+}
+
+// NewRefused builds a Refused with the broker's protocol range filled in.
+// retryAfter is rounded up to whole milliseconds; 0 means "do not retry".
+func NewRefused(code pb.ErrorCode, reason string, retryAfter time.Duration, details map[string]string) *pb.Refused {
+	r := &pb.Refused{
+		Reason:            reason,
+		DaemonMinProtocol: ProtocolVersion,
+		DaemonMaxProtocol: ProtocolVersion,
+		Code:              code,
+		Details:           maps.Clone(details),
+	}
+	if retryAfter > 0 {
+		r.RetryAfterMs = uint64((retryAfter + time.Millisecond - 1) / time.Millisecond)
+	}
+	return r
+}
+
+// DecodeFrame unmarshals a frame body and validates the envelope in the
+// protocol's order: envelope_version, kind, payload_protocol,
+// payload_encoding. An absent kind decodes as REQUEST. Unknown fields are
+// ignored. Errors are *Violation (or a protobuf decode error wrapped in one).
+func DecodeFrame(body []byte) (*pb.Frame, error) {
+	f := new(pb.Frame)
+	if err := proto.Unmarshal(body, f); err != nil {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "malformed frame: " + err.Error()}
+	}
+	if err := CheckEnvelope(f); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// CheckEnvelope validates the envelope fields of a decoded frame.
+func CheckEnvelope(f *pb.Frame) error {
+	if f.GetEnvelopeVersion() != EnvelopeVersion {
+		return &Violation{Code: pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, Field: "envelope_version",
+			Reason: fmt.Sprintf("envelope_version %d is not supported; this broker speaks envelope version %d", f.GetEnvelopeVersion(), EnvelopeVersion)}
+	}
+	if k := f.GetKind(); k < pb.FrameKind_FRAME_KIND_REQUEST || k > pb.FrameKind_FRAME_KIND_CANCEL {
+		return &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Field: "kind",
+			Reason: fmt.Sprintf("frame kind %d is not one of REQUEST, RESPONSE, EVENT, CANCEL", int32(k))}
+	}
+	if !KnownPayloadProtocol(f.GetPayloadProtocol()) {
+		return &Violation{Code: pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, Field: "payload_protocol",
+			Reason: fmt.Sprintf("payload_protocol 0x%04x is not in the registry", f.GetPayloadProtocol())}
+	}
+	if e := f.GetPayloadEncoding(); e != pb.PayloadEncoding_PAYLOAD_ENCODING_NONE {
+		return &Violation{Code: pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, Field: "payload_encoding",
+			Reason: fmt.Sprintf("payload_encoding %d is not supported; send uncompressed payloads (NONE)", int32(e))}
+	}
+	return nil
+}
+
+// KnownPayloadProtocol reports whether p is in the payload-protocol registry.
+func KnownPayloadProtocol(p uint32) bool {
+	switch {
+	case p == ProtocolControl, p == ProtocolAdmin, p == ProtocolIdentity, p == ProtocolHandoff:
+		return true
+	case p >= 0x7000 && p <= 0x7EFF, p >= 0xF000 && p <= 0xFFFF:
+		return true
+	}
+	return false
+}
+
+func newFrame(kind pb.FrameKind, protocol uint32, requestID uint64, msg proto.Message) (*pb.Frame, error) {
+	payload, err := Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode payload: %w", err)
+	}
+	return &pb.Frame{
+		EnvelopeVersion: EnvelopeVersion,
+		Kind:            kind,
+		PayloadProtocol: protocol,
+		Payload:         payload,
+		RequestId:       requestID,
+	}, nil
+}
+
+// NewRequest builds a REQUEST frame carrying msg.
+func NewRequest(protocol uint32, requestID uint64, msg proto.Message) (*pb.Frame, error) {
+	return newFrame(pb.FrameKind_FRAME_KIND_REQUEST, protocol, requestID, msg)
+}
+
+// NewResponse builds the RESPONSE to req: it echoes req's request_id and its
+// trace context.
+func NewResponse(req *pb.Frame, protocol uint32, msg proto.Message) (*pb.Frame, error) {
+	f, err := newFrame(pb.FrameKind_FRAME_KIND_RESPONSE, protocol, req.GetRequestId(), msg)
+	if err != nil {
+		return nil, err
+	}
+	f.Traceparent, f.Tracestate = req.GetTraceparent(), req.GetTracestate()
+	return f, nil
+}
+
+// NewEvent builds an EVENT frame. When cause is non-nil its trace context is
+// carried over.
+func NewEvent(protocol uint32, requestID uint64, msg proto.Message, cause *pb.Frame) (*pb.Frame, error) {
+	f, err := newFrame(pb.FrameKind_FRAME_KIND_EVENT, protocol, requestID, msg)
+	if err != nil {
+		return nil, err
+	}
+	f.Traceparent, f.Tracestate = cause.GetTraceparent(), cause.GetTracestate()
+	return f, nil
+}
+
+// DecodeHello unmarshals a Hello payload. Validation is ValidateHello's job.
+func DecodeHello(payload []byte) (*pb.Hello, error) {
+	h := new(pb.Hello)
+	if err := proto.Unmarshal(payload, h); err != nil {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "malformed Hello: " + err.Error()}
+	}
+	return h, nil
+}
+
+// TokenLen is the length of a handoff token.
+const TokenLen = 16
+
+// DecodeHandoffOffer unmarshals and validates a HandoffOffer payload: the
+// token is exactly 16 bytes, the service name is well formed and the
+// correlation id is set.
+func DecodeHandoffOffer(payload []byte) (*pb.HandoffOffer, error) {
+	o := new(pb.HandoffOffer)
+	if err := proto.Unmarshal(payload, o); err != nil {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "malformed HandoffOffer: " + err.Error()}
+	}
+	if len(o.GetToken()) != TokenLen {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Field: "token",
+			Reason: fmt.Sprintf("handoff token is %d bytes; it must be exactly %d", len(o.GetToken()), TokenLen)}
+	}
+	if !ValidServiceName(o.GetServiceName()) {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Field: "service_name",
+			Reason: "offer service_name must match [a-z0-9-]{1,64}"}
+	}
+	if o.GetCorrelationId() == 0 {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Field: "correlation_id",
+			Reason: "offer correlation_id must be the non-zero connection id"}
+	}
+	return o, nil
+}
+
+// DecodeHandoffAck unmarshals a HandoffAck payload (an ACK on the control
+// connection or the ready event on a handed-off connection).
+func DecodeHandoffAck(payload []byte) (*pb.HandoffAck, error) {
+	a := new(pb.HandoffAck)
+	if err := proto.Unmarshal(payload, a); err != nil {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "malformed HandoffAck: " + err.Error()}
+	}
+	return a, nil
+}
