@@ -1,0 +1,64 @@
+package handoff
+
+import "errors"
+
+// Sentinel errors. Callers test for them with errors.Is; the package wraps
+// them (with %w) when it adds context.
+var (
+	// ErrTokenLength reports a token that is not exactly TokenSize bytes.
+	ErrTokenLength = errors.New("handoff: token must be 16 bytes")
+
+	// ErrPendingFull reports that the TokenStore already holds its maximum
+	// number of live tokens (Config.MaxPending).
+	ErrPendingFull = errors.New("handoff: too many pending tokens")
+
+	// ErrCollision reports that every candidate token drawn from the random
+	// source collided with a live token (or was all zero) within the
+	// configured number of retries. With crypto/rand this means the random
+	// source is broken.
+	ErrCollision = errors.New("handoff: token collision retries exhausted")
+
+	// ErrRandom reports that the random source returned an error. The
+	// source's error is wrapped as well.
+	ErrRandom = errors.New("handoff: random source failed")
+
+	// ErrNotPending reports a token (or correlation id) that is unknown,
+	// already consumed, revoked, or expired. ErrTokenExpired also matches it.
+	ErrNotPending = errors.New("handoff: token not pending")
+
+	// ErrTokenMismatch reports that the presented token differs from the
+	// expected one. Nothing is consumed: the expected token stays pending.
+	ErrTokenMismatch = errors.New("handoff: presented token does not match")
+
+	// ErrAckLate reports an ACK presented at or after its deadline. The token
+	// has been revoked.
+	ErrAckLate = errors.New("handoff: ACK after its deadline")
+
+	// ErrAlreadyRegistered reports a second AckRegistry.Register for a token.
+	ErrAlreadyRegistered = errors.New("handoff: token already registered")
+
+	// ErrPermissionDenied is for Transport implementations to wrap when the
+	// OS refused to move the connection (for example OpenProcess or sendmsg
+	// failing with EPERM/EACCES/ERROR_ACCESS_DENIED). The orchestrator maps it
+	// to ReasonPermissionDenied.
+	ErrPermissionDenied = errors.New("handoff: permission denied")
+
+	// ErrIntegrity is for Transport implementations to wrap when the peer or
+	// the transferred object is not what was expected (wrong peer process,
+	// truncated control message, handle of the wrong type). The orchestrator
+	// maps it to ReasonIntegrityMismatch.
+	ErrIntegrity = errors.New("handoff: integrity mismatch")
+)
+
+// ErrTokenExpired reports a token whose TTL has passed. The store removes it
+// when it reports this. Because an expired token is no longer pending, the
+// error also matches ErrNotPending: errors.Is(err, ErrNotPending) is true for
+// it, so callers that only distinguish "pending or not" need no extra case.
+var ErrTokenExpired error = expiredError{}
+
+type expiredError struct{}
+
+func (expiredError) Error() string { return "handoff: token expired" }
+
+// Is makes ErrTokenExpired match ErrNotPending as well as itself.
+func (expiredError) Is(target error) bool { return target == ErrNotPending }

@@ -1,0 +1,287 @@
+package handoff
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Reason says why a handoff was not attempted or did not complete. Its String
+// form is a stable snake_case name, suitable as a metric label.
+type Reason int
+
+// Reasons. The order (and so the numeric values) may grow at the end only.
+const (
+	// ReasonNone: no fallback (the attempt proceeds or completed).
+	ReasonNone Reason = iota
+	// ReasonClientUnsupported: the client did not offer CAP_HANDLE_PASSING.
+	ReasonClientUnsupported
+	// ReasonPolicyDisabled: the service definition disables handoff.
+	ReasonPolicyDisabled
+	// ReasonBackendNotCapable: the backend is not handoff-capable (it does not
+	// use portier's backend package, or has no control connection).
+	ReasonBackendNotCapable
+	// ReasonFDPressure: the broker is short of descriptors, the in-flight
+	// bound is reached, or the pending-token store is full.
+	ReasonFDPressure
+	// ReasonRateLimited: the backend's failed-attempt window is full;
+	// Decision.RetryAfter says when attempts resume.
+	ReasonRateLimited
+	// ReasonPermissionDenied: the OS refused to move the connection
+	// (a Transport error wrapping ErrPermissionDenied).
+	ReasonPermissionDenied
+	// ReasonIntegrityMismatch: the peer or the moved object was not what was
+	// expected (a Transport error wrapping ErrIntegrity).
+	ReasonIntegrityMismatch
+	// ReasonTransferFailed: any other Transport error, or a Transport panic.
+	ReasonTransferFailed
+	// ReasonBackendRejected: the backend answered with a negative ACK.
+	ReasonBackendRejected
+	// ReasonAckTimeout: no ACK before the deadline, a late ACK, an expired
+	// token, or an attempt that was neither run nor cancelled in time.
+	ReasonAckTimeout
+	// ReasonCanceled: the caller's context ended (broker shutdown, connection
+	// deadline) or the broker cancelled the attempt. Not counted against the
+	// backend's failure window.
+	ReasonCanceled
+	// ReasonInternal: a broker-side fault that is nobody's peer's doing: the
+	// random source failed or kept colliding, a connection id was reused
+	// while in flight, Run was given a nil Transport or called twice. Not
+	// counted against the backend's failure window.
+	ReasonInternal
+
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	ReasonNone:              "none",
+	ReasonClientUnsupported: "client_unsupported",
+	ReasonPolicyDisabled:    "policy_disabled",
+	ReasonBackendNotCapable: "backend_not_capable",
+	ReasonFDPressure:        "fd_pressure",
+	ReasonRateLimited:       "rate_limited",
+	ReasonPermissionDenied:  "permission_denied",
+	ReasonIntegrityMismatch: "integrity_mismatch",
+	ReasonTransferFailed:    "transfer_failed",
+	ReasonBackendRejected:   "backend_rejected",
+	ReasonAckTimeout:        "ack_timeout",
+	ReasonCanceled:          "canceled",
+	ReasonInternal:          "internal_error",
+}
+
+// String returns the reason's stable snake_case name, or "reason(N)" for a
+// value outside the defined set.
+func (r Reason) String() string {
+	if r >= 0 && r < numReasons {
+		return reasonNames[r]
+	}
+	return "reason(" + strconv.Itoa(int(r)) + ")"
+}
+
+// backendFault reports whether a failure with this reason counts against the
+// backend's failed-attempt window.
+func (r Reason) backendFault() bool {
+	switch r {
+	case ReasonPermissionDenied, ReasonIntegrityMismatch, ReasonTransferFailed,
+		ReasonBackendRejected, ReasonAckTimeout:
+		return true
+	}
+	return false
+}
+
+// BackendKey identifies a backend for the failed-attempt window: one window
+// per service and version.
+type BackendKey struct {
+	Service string
+	Version string
+}
+
+// Inputs are the facts the broker knows when it decides whether to attempt a
+// handoff.
+type Inputs struct {
+	// ClientCapable: the client's Hello offered CAP_HANDLE_PASSING.
+	ClientCapable bool
+	// PolicyEnabled: the service definition allows handoff.
+	PolicyEnabled bool
+	// BackendCapable: the backend has a verified portier control connection.
+	BackendCapable bool
+	// FDPressure: the broker is close to its descriptor limit.
+	FDPressure bool
+}
+
+// Decision is the answer to "attempt a handoff?".
+type Decision struct {
+	// Attempt is true when the handoff should be attempted.
+	Attempt bool
+	// Reason is ReasonNone when Attempt is true, else why not.
+	Reason Reason
+	// RetryAfter is set for ReasonRateLimited: how long until the backend's
+	// failed-attempt window lets attempts through again.
+	RetryAfter time.Duration
+	// Detail is a human-readable addition for internal failures (never a
+	// token); empty otherwise.
+	Detail string
+}
+
+// maxTrackedBackends bounds the Policy's per-backend map. When it is full
+// and stale windows cannot be dropped, new failures for untracked backends
+// are not recorded: attempts stay allowed, which is safe because every
+// failed attempt already falls back.
+const maxTrackedBackends = 4096
+
+// Policy decides whether to attempt a handoff from the Inputs and a sliding
+// failed-attempt window per backend: when FailureLimit failures fall within
+// FailureWindow, attempts are suppressed until the oldest of them leaves the
+// window; RecordSuccess clears the backend's window. The zero value is not
+// usable; call NewPolicy. A Policy is safe for concurrent use.
+type Policy struct {
+	limit  int
+	window time.Duration
+
+	mu    sync.Mutex
+	fails map[BackendKey]*failureRing
+}
+
+// failureRing holds the times of a backend's most recent failures, at most
+// limit of them; once full, times[next] is the oldest.
+type failureRing struct {
+	times []time.Time
+	next  int
+	full  bool
+}
+
+func (r *failureRing) newest() time.Time {
+	return r.times[(r.next+len(r.times)-1)%len(r.times)]
+}
+
+// NewPolicy returns a Policy configured from cfg.FailureLimit and
+// cfg.FailureWindow (zero values take the defaults). Other fields are
+// ignored.
+func NewPolicy(cfg Config) *Policy {
+	c := cfg.withDefaults()
+	return &Policy{limit: c.FailureLimit, window: c.FailureWindow, fails: make(map[BackendKey]*failureRing)}
+}
+
+// ShouldAttempt decides for backend key at now. Checks run in this order and
+// the first that fails gives the reason: client capability, service policy,
+// backend capability, fd pressure, failed-attempt window (with RetryAfter).
+func (p *Policy) ShouldAttempt(key BackendKey, in Inputs, now time.Time) Decision {
+	switch {
+	case !in.ClientCapable:
+		return Decision{Reason: ReasonClientUnsupported}
+	case !in.PolicyEnabled:
+		return Decision{Reason: ReasonPolicyDisabled}
+	case !in.BackendCapable:
+		return Decision{Reason: ReasonBackendNotCapable}
+	case in.FDPressure:
+		return Decision{Reason: ReasonFDPressure}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.fails[key]
+	if r == nil {
+		return Decision{Attempt: true}
+	}
+	if !now.Before(r.newest().Add(p.window)) {
+		// Every recorded failure has left the window: forget the backend.
+		delete(p.fails, key)
+		return Decision{Attempt: true}
+	}
+	if r.full {
+		if until := r.times[r.next].Add(p.window); now.Before(until) {
+			return Decision{Reason: ReasonRateLimited, RetryAfter: until.Sub(now)}
+		}
+	}
+	return Decision{Attempt: true}
+}
+
+// RecordFailure records a failed handoff to backend key at now.
+func (p *Policy) RecordFailure(key BackendKey, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.fails[key]
+	if r == nil {
+		if len(p.fails) >= maxTrackedBackends {
+			p.pruneLocked(now)
+			if len(p.fails) >= maxTrackedBackends {
+				return
+			}
+		}
+		r = &failureRing{times: make([]time.Time, p.limit)}
+		p.fails[key] = r
+	}
+	r.times[r.next] = now
+	r.next++
+	if r.next == len(r.times) {
+		r.next = 0
+		r.full = true
+	}
+}
+
+// RecordSuccess clears backend key's failed-attempt window.
+func (p *Policy) RecordSuccess(key BackendKey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.fails, key)
+}
+
+// pruneLocked drops backends whose failures have all left the window.
+func (p *Policy) pruneLocked(now time.Time) {
+	for k, r := range p.fails {
+		if !now.Before(r.newest().Add(p.window)) {
+			delete(p.fails, k)
+		}
+	}
+}
+
+// Limiter bounds the number of handoffs in flight. TryAcquire takes a slot
+// if one is free; Release returns it. Over the bound the orchestrator falls
+// back with ReasonFDPressure instead of refusing the client. A Limiter is
+// safe for concurrent use and never blocks.
+type Limiter struct {
+	max int64
+	n   atomic.Int64
+}
+
+// NewLimiter returns a Limiter with max slots (DefaultMaxInFlight when
+// max <= 0).
+func NewLimiter(max int) *Limiter {
+	if max <= 0 {
+		max = DefaultMaxInFlight
+	}
+	return &Limiter{max: int64(max)}
+}
+
+// TryAcquire takes a slot and reports whether it got one.
+func (l *Limiter) TryAcquire() bool {
+	for {
+		n := l.n.Load()
+		if n >= l.max {
+			return false
+		}
+		if l.n.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// Release returns a slot taken by TryAcquire. A Release without a matching
+// TryAcquire is ignored rather than driving the count negative.
+func (l *Limiter) Release() {
+	for {
+		n := l.n.Load()
+		if n <= 0 {
+			return
+		}
+		if l.n.CompareAndSwap(n, n-1) {
+			return
+		}
+	}
+}
+
+// InFlight returns the number of slots taken.
+func (l *Limiter) InFlight() int { return int(l.n.Load()) }
+
+// Max returns the bound.
+func (l *Limiter) Max() int { return int(l.max) }
