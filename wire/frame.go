@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	pb "github.com/portier/portier/wire/portierv1"
 	"google.golang.org/protobuf/proto"
@@ -85,8 +86,15 @@ func (e *TruncatedError) Is(target error) bool {
 }
 
 // ParseHeader checks a 5-byte frame header against max and returns the body
-// length.
+// length. A header shorter than HeaderLen is a *TruncatedError rather than a
+// panic, because callers that read the socket themselves may hand over a
+// short read. max means what it means for ReadFrameBody: a value outside
+// 1..MaxBody is MaxBody, so no caller can lift the 16 MiB cap by accident.
 func ParseHeader(h []byte, max int) (int, error) {
+	if len(h) < HeaderLen {
+		return 0, &TruncatedError{Part: "header", Want: HeaderLen, Got: len(h)}
+	}
+	max = effectiveMax(max)
 	if h[0] != FramingVersion {
 		return 0, &FramingVersionError{Got: h[0]}
 	}
@@ -102,9 +110,7 @@ func ParseHeader(h []byte, max int) (int, error) {
 // The length is checked against max (at most MaxBody) before the body is
 // allocated.
 func ReadFrameBody(r io.Reader, max int) ([]byte, error) {
-	if max <= 0 || max > MaxBody {
-		max = MaxBody
-	}
+	max = effectiveMax(max)
 	var h [HeaderLen]byte
 	if n, err := io.ReadFull(r, h[:]); err != nil {
 		if n == 0 && errors.Is(err, io.EOF) {
@@ -129,6 +135,15 @@ func ReadFrameBody(r io.Reader, max int) ([]byte, error) {
 	return body, nil
 }
 
+// effectiveMax maps a caller's cap to the one in force: 1..MaxBody as given,
+// anything else MaxBody.
+func effectiveMax(max int) int {
+	if max <= 0 || max > MaxBody {
+		return MaxBody
+	}
+	return max
+}
+
 // ReadFrame reads one frame (see ReadFrameBody) and decodes it (see
 // DecodeFrame).
 func ReadFrame(r io.Reader, max int) (*pb.Frame, error) {
@@ -146,14 +161,22 @@ var marshalOpts = proto.MarshalOptions{Deterministic: true}
 func Marshal(m proto.Message) ([]byte, error) { return marshalOpts.Marshal(m) }
 
 // AppendFrame appends the header and deterministic encoding of f to dst.
+// On error dst is returned unchanged, so a caller batching frames into one
+// buffer never sends a header whose body is missing.
 func AppendFrame(dst []byte, f *pb.Frame) ([]byte, error) {
 	size := marshalOpts.Size(f)
 	if size > MaxBody {
-		return dst, &TooLargeError{Len: uint32(min(size, 1<<32-1)), Max: MaxBody}
+		// uint64 keeps this compiling where int is 32 bits.
+		return dst, &TooLargeError{Len: uint32(min(uint64(size), math.MaxUint32)), Max: MaxBody}
 	}
-	dst = append(dst, FramingVersion, 0, 0, 0, 0)
-	binary.LittleEndian.PutUint32(dst[len(dst)-4:], uint32(size))
-	return marshalOpts.MarshalAppend(dst, f)
+	out := append(dst, FramingVersion, 0, 0, 0, 0)
+	binary.LittleEndian.PutUint32(out[len(out)-4:], uint32(size))
+	out, err := marshalOpts.MarshalAppend(out, f)
+	if err != nil {
+		// Invalid UTF-8 in a string field is the only way to get here.
+		return dst, fmt.Errorf("wire: encode frame: %w", err)
+	}
+	return out, nil
 }
 
 // EncodeFrame returns the complete bytes (header and body) of f.

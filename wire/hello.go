@@ -126,7 +126,7 @@ func ValidateHello(h *pb.Hello, kernelPID int) *pb.Refused {
 	}
 	if minP > ProtocolVersion || maxP < ProtocolVersion {
 		return violation(pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, "client_max_protocol",
-			"client speaks protocols %d..%d; this broker speaks %d", minP, maxP, ProtocolVersion)
+			"client_min_protocol..client_max_protocol is %d..%d; this broker speaks protocol %d", minP, maxP, ProtocolVersion)
 	}
 	return nil
 }

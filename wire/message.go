@@ -42,7 +42,13 @@ func NewRefused(code pb.ErrorCode, reason string, retryAfter time.Duration, deta
 		Details:           maps.Clone(details),
 	}
 	if retryAfter > 0 {
-		r.RetryAfterMs = uint64((retryAfter + time.Millisecond - 1) / time.Millisecond)
+		// Divide, then round up: adding 999999ns first would overflow
+		// near the largest Duration and wrap to a huge retry.
+		ms := retryAfter / time.Millisecond
+		if retryAfter%time.Millisecond != 0 {
+			ms++
+		}
+		r.RetryAfterMs = uint64(ms)
 	}
 	return r
 }
