@@ -14,7 +14,9 @@ import (
 // BenchmarkSendRecvFD: one descriptor sent with a 64-byte frame (the size of
 // a HandoffOffer) over a socketpair and received by a Receiver, the received
 // descriptor closed after. The "raw" sub-benchmark is the floor: one
-// sendmsg, one recvmsg, one close, no framing and no poller.
+// sendmsg, one recvmsg, one close, no framing and no poller. The Receiver
+// needs two recvmsg for a frame that arrives on an idle connection (header,
+// then body): Linux 6.18, 2 vCPU: ~3.4 us and 5 allocs vs ~1.3 us raw.
 func BenchmarkSendRecvFD(b *testing.B) {
 	b.Run("Receiver", func(b *testing.B) {
 		a, c := socketPair(b, unix.SOCK_STREAM)
@@ -63,6 +65,7 @@ func BenchmarkSendRecvFD(b *testing.B) {
 // BenchmarkConnFromFD measures turning a received stream-socket descriptor
 // into a net.Conn and closing it again. Every iteration first dups a live
 // socket (that is the descriptor "received"); "dup-close" is that floor.
+// The numbers and the choice are recorded on ConnFromFD.
 //
 //   - FileConn: ConnFromFD, i.e. net.FileConn(os.NewFile(fd)) — the chosen way.
 //   - FileConn-blocking: clear O_NONBLOCK first so os.NewFile does not

@@ -86,6 +86,9 @@ func SendWithFD(c *net.UnixConn, msg []byte, fd int, deadline time.Time) (fdSent
 			case err != nil:
 				sysErr = os.NewSyscallError("sendmsg", err)
 				return true
+			case n == 0:
+				sysErr = io.ErrShortWrite // never loop on a socket that takes nothing
+				return true
 			}
 			written += n
 		}
@@ -134,6 +137,10 @@ type Message struct {
 	Err error
 }
 
+// noMessage is what Next returns with an error: FD is -1, never 0, so a
+// caller that closes m.FD unconditionally does not close its stdin.
+var noMessage = Message{FD: -1}
+
 // attachment is what a frame received in the way of descriptors.
 type attachment struct {
 	fd  int   // -1 when none
@@ -169,6 +176,11 @@ func (a *attachment) release() {
 // Next must not be called concurrently with itself. Close may be called from
 // any goroutine; it does not close the connection, so to interrupt a Next
 // that is blocked, close the connection or set a read deadline.
+//
+// The control buffer holds a few descriptors and nothing else: do not
+// enable SO_PASSCRED on the connection (peer credentials come from
+// SO_PEERCRED / LOCAL_PEERPID instead), or an SCM_CREDENTIALS message on
+// every read would crowd out the descriptors.
 type Receiver struct {
 	c       *net.UnixConn
 	rc      syscall.RawConn
@@ -186,6 +198,10 @@ type Receiver struct {
 	spillN int
 
 	fatal error // sticky: the stream can no longer be trusted
+
+	iov    [2][]byte
+	rd     readResult
+	readFn func(uintptr) bool // r.readOnce, bound once
 
 	mu     sync.Mutex // guards cur, next and closed against Close
 	cur    attachment // descriptors for the frame being read
@@ -209,6 +225,7 @@ func NewReceiver(c *net.UnixConn, maxBody int) *Receiver {
 		cur:     noAttachment,
 		next:    noAttachment,
 	}
+	r.readFn = r.readOnce
 	r.rc, r.rcErr = c.SyscallConn()
 	return r
 }
@@ -227,20 +244,20 @@ const initialBodyCap = 64 << 10
 // is returned from then on and every descriptor the Receiver held is closed.
 func (r *Receiver) Next() (Message, error) {
 	if r.rcErr != nil {
-		return Message{}, fmt.Errorf("fdpass: receive: %w", r.rcErr)
+		return noMessage, fmt.Errorf("fdpass: receive: %w", r.rcErr)
 	}
 	for {
 		if r.fatal != nil {
-			return Message{}, r.fatal
+			return noMessage, r.fatal
 		}
 		if r.isClosed() {
-			return Message{}, errReceiverClosed
+			return noMessage, errReceiverClosed
 		}
 		if !r.haveHdr {
 			if r.hdrN > 0 && r.hdr[0] != framingVersion {
 				// Fail on the first byte rather than wait for a peer that is
 				// not speaking this protocol to send four more.
-				return Message{}, r.setFatal(fmt.Errorf("%w: 0x%02x", ErrBadFramingVersion, r.hdr[0]))
+				return noMessage, r.setFatal(fmt.Errorf("%w: 0x%02x", ErrBadFramingVersion, r.hdr[0]))
 			}
 			if r.hdrN < headerLen {
 				// Only the header: the body length is unknown, so reading
@@ -248,16 +265,16 @@ func (r *Receiver) Next() (Message, error) {
 				startsFrame := r.hdrN == 0
 				n, fds, truncated, err := r.recv(r.hdr[r.hdrN:], nil)
 				if err != nil {
-					return Message{}, err
+					return noMessage, err
 				}
 				if !r.attach(&r.cur, fds, truncated, startsFrame) {
-					return Message{}, errReceiverClosed
+					return noMessage, errReceiverClosed
 				}
 				r.hdrN += n
 				continue
 			}
 			if err := r.parseHeader(); err != nil {
-				return Message{}, r.setFatal(err)
+				return noMessage, r.setFatal(err)
 			}
 		}
 		if len(r.body) == r.bodyLen {
@@ -276,7 +293,7 @@ func (r *Receiver) Next() (Message, error) {
 		}
 		n, fds, truncated, err := r.recv(dst, spill)
 		if err != nil {
-			return Message{}, err
+			return noMessage, err
 		}
 		var ok bool
 		if n > len(dst) {
@@ -292,7 +309,7 @@ func (r *Receiver) Next() (Message, error) {
 			ok = r.attach(&r.cur, fds, truncated, false)
 		}
 		if !ok {
-			return Message{}, errReceiverClosed
+			return noMessage, errReceiverClosed
 		}
 	}
 }
@@ -323,7 +340,7 @@ func (r *Receiver) deliver() (Message, error) {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return Message{}, errReceiverClosed
+		return noMessage, errReceiverClosed
 	}
 	m := Message{Body: r.body, FD: r.cur.fd, Err: r.cur.err}
 	r.cur, r.next = r.next, noAttachment
@@ -371,40 +388,57 @@ func (r *Receiver) attach(a *attachment, fds []int, truncated, aligned bool) boo
 // poller. It returns the bytes read and the descriptors that came with them.
 // On a fatal condition it records it and returns the error.
 func (r *Receiver) recv(a, b []byte) (n int, fds []int, truncated bool, err error) {
-	iov := [][]byte{a, b}
-	if b == nil {
-		iov = iov[:1]
+	r.iov[0], r.iov[1] = a, b
+	r.rd = readResult{iov: r.iov[:1]}
+	if b != nil {
+		r.rd.iov = r.iov[:2]
 	}
-	var sysErr error
-	rerr := r.rc.Read(func(s uintptr) bool {
-		for {
-			n, fds, truncated, sysErr = recvFDs(int(s), iov, r.oob)
-			switch sysErr {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait for readability, bounded by the read deadline
-			}
-			return true
-		}
-	})
+	rerr := r.rc.Read(r.readFn)
+	rd := r.rd
+	r.iov, r.rd = [2][]byte{}, readResult{} // drop references to caller buffers
 	if rerr != nil {
 		if errors.Is(rerr, os.ErrDeadlineExceeded) {
 			return 0, nil, false, fmt.Errorf("fdpass: receive: %w", rerr)
 		}
 		return 0, nil, false, r.setFatal(fmt.Errorf("fdpass: receive: %w", rerr))
 	}
-	if sysErr != nil {
-		return 0, nil, false, r.setFatal(fmt.Errorf("fdpass: receive: %w", os.NewSyscallError("recvmsg", sysErr)))
+	if rd.err != nil {
+		return 0, nil, false, r.setFatal(fmt.Errorf("fdpass: receive: %w", os.NewSyscallError("recvmsg", rd.err)))
 	}
-	if n == 0 {
-		closeFDs(fds)
+	if rd.n == 0 {
+		closeFDs(rd.fds)
 		if r.hdrN == 0 && !r.haveHdr {
 			return 0, nil, false, r.setFatal(io.EOF)
 		}
 		return 0, nil, false, r.setFatal(fmt.Errorf("fdpass: receive: %w", io.ErrUnexpectedEOF))
 	}
-	return n, fds, truncated, nil
+	return rd.n, rd.fds, rd.truncated, nil
+}
+
+// readResult carries one recvmsg's arguments and results through the
+// RawConn.Read callback. It lives in the Receiver, and the callback is bound
+// once in NewReceiver, so a read allocates nothing for the closure.
+type readResult struct {
+	iov       [][]byte
+	n         int
+	fds       []int
+	truncated bool
+	err       error
+}
+
+// readOnce is the RawConn.Read callback: one non-blocking recvmsg, EINTR
+// retried, EAGAIN handed back to the poller.
+func (r *Receiver) readOnce(s uintptr) bool {
+	for {
+		r.rd.n, r.rd.fds, r.rd.truncated, r.rd.err = recvFDs(int(s), r.rd.iov, r.oob)
+		switch r.rd.err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait for readability, bounded by the read deadline
+		}
+		return true
+	}
 }
 
 // setFatal records a fatal error, drops every descriptor held, and returns err.
@@ -489,18 +523,18 @@ func closeFD(fd int) {
 // is a *net.UnixConn (so CloseWrite and the addresses work); any other kind
 // of descriptor is refused with ErrNotUnixStream.
 //
-// Measured alternatives (BenchmarkConnFromFD, Linux 6.18, 2 vCPU; see the
-// benchmark for the numbers and why each alternative was rejected):
-//   - net.FileConn(os.NewFile(fd)) then closing the *os.File: about 9
-//     syscalls (fcntl F_GETFL, epoll add/del for the temporary File, dup,
-//     fcntl, getsockopt SO_TYPE, getsockname, getpeername, epoll add, close).
+// Measured with BenchmarkConnFromFD and strace (Linux 6.18, Go 1.26, 2 vCPU;
+// conversion plus Close, above a 0.27 us dup+close floor):
+//   - net.FileConn(os.NewFile(fd)), then closing the *os.File: ~3.5-4 us,
+//     8 allocs, 12 syscalls (F_GETFL and epoll add/del for the temporary
+//     File, F_DUPFD_CLOEXEC, F_GETFL, getsockopt SO_TYPE, getsockname,
+//     getpeername, epoll add, close; Close adds epoll del and close).
 //     Chosen: it is the only public way to get a *net.UnixConn.
-//   - clearing O_NONBLOCK first so os.NewFile skips the poller: saves the
-//     epoll add/del but costs an fcntl, and it flips O_NONBLOCK on the open
-//     file description the sender still holds: rejected.
-//   - wrapping the *os.File itself (pollable, deadlines work, no dup): the
-//     cheapest, but not a *net.UnixConn, so no CloseWrite or addresses
-//     through the usual type assertion: rejected.
+//   - clearing O_NONBLOCK first so os.NewFile skips the poller: 13 syscalls
+//     and the same time within noise, and it flips O_NONBLOCK on the open
+//     file description the sender still holds. Rejected.
+//   - using the pollable *os.File itself (no dup): ~1.4 us, 4 syscalls, but
+//     not a *net.UnixConn (no CloseWrite, no addresses). Rejected.
 func ConnFromFD(fd int) (net.Conn, error) {
 	if fd < 0 {
 		return nil, ErrBadFD

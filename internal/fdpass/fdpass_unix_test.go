@@ -429,6 +429,31 @@ func TestFramingErrorsAreFatal(t *testing.T) {
 	}
 }
 
+// TestCloseDuringNext: Close from another goroutine while Next is blocked
+// with a descriptor held for an incomplete frame; whatever the interleaving,
+// Next ends with an error once the connection is closed, and nothing leaks.
+func TestCloseDuringNext(t *testing.T) {
+	checkFDs(t)
+	for range 20 {
+		a, b := socketPair(t, unix.SOCK_STREAM)
+		file := pipeFDs(t, 1)[0]
+		r := NewReceiver(b, 0)
+		_ = b.SetReadDeadline(testDeadline())
+		done := make(chan error, 1)
+		go func() {
+			m, err := r.Next()
+			closeFD(m.FD)
+			done <- err
+		}()
+		rawSend(t, a, frame([]byte("incomplete"))[:7], file)
+		_ = r.Close()
+		_ = b.Close()
+		if err := <-done; err == nil {
+			t.Fatal("Next returned a frame that never completed")
+		}
+	}
+}
+
 func TestNextOnClosedConn(t *testing.T) {
 	checkFDs(t)
 	_, b := socketPair(t, unix.SOCK_STREAM)
@@ -436,8 +461,12 @@ func TestNextOnClosedConn(t *testing.T) {
 	defer r.Close()
 	_ = b.Close()
 	for range 2 {
-		if _, err := r.Next(); !errors.Is(err, net.ErrClosed) {
+		m, err := r.Next()
+		if !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("got %v, want net.ErrClosed", err)
+		}
+		if m.FD != -1 {
+			t.Fatalf("error result carries FD %d, want -1", m.FD)
 		}
 	}
 }
