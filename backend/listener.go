@@ -1,0 +1,499 @@
+package backend
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
+)
+
+// Defaults of a Listener.
+const (
+	DefaultQueueSize       = 128
+	DefaultRegisterTimeout = 5 * time.Second
+	// ioTimeout bounds every write on the control connection and every
+	// ready-event write that could not complete at once.
+	ioTimeout = 5 * time.Second
+	// Re-registration backoff after the broker went away: short enough that a
+	// restarted broker sees its backends again well within a second.
+	minBackoff = 10 * time.Millisecond
+	maxBackoff = 200 * time.Millisecond
+)
+
+// Errors returned by Listen and Accept.
+var (
+	// ErrNoAddress: neither the broker environment nor the Address option
+	// says where to listen.
+	ErrNoAddress = errors.New("backend: no broker environment (PORTIER_BROKER) and no Address option: nowhere to listen")
+	// ErrBadEnvironment: the broker environment is incomplete or malformed.
+	ErrBadEnvironment = errors.New("backend: malformed broker environment")
+	// ErrRegistrationRefused matches *RegistrationError.
+	ErrRegistrationRefused = errors.New("backend: broker refused the registration")
+)
+
+// RegistrationError is the broker's refusal of a registration, for example
+// because this process is not the one the broker started.
+type RegistrationError struct {
+	Code   pb.ErrorCode
+	Reason string
+}
+
+func (e *RegistrationError) Error() string {
+	return fmt.Sprintf("backend: broker refused registration (%s): %s", e.Code, e.Reason)
+}
+
+// Is matches ErrRegistrationRefused.
+func (e *RegistrationError) Is(target error) bool { return target == ErrRegistrationRefused }
+
+// Option configures Listen.
+type Option func(*options)
+
+type options struct {
+	address         string
+	logger          *slog.Logger
+	queue           int
+	handoff         bool
+	registerTimeout time.Duration
+}
+
+// Address sets the endpoint to listen on when the program runs without a
+// broker. Under a broker the broker's PORTIER_BACKEND_ENDPOINT wins.
+func Address(path string) Option { return func(o *options) { o.address = path } }
+
+// Logger sets the logger (default slog.Default()).
+func Logger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// QueueSize bounds the handed-off connections waiting for Accept (default
+// 128). Over the bound the backend rejects offers, and those clients take the
+// reconnect route, so a slow Accept caller never stalls the control
+// connection.
+func QueueSize(n int) Option { return func(o *options) { o.queue = n } }
+
+// NoHandoff registers without the handoff capability: every client reaches
+// this backend through its own endpoint.
+func NoHandoff() Option { return func(o *options) { o.handoff = false } }
+
+// RegisterTimeout bounds the first registration with the broker (default
+// 5 s, also bounded by Listen's context).
+func RegisterTimeout(d time.Duration) Option { return func(o *options) { o.registerTimeout = d } }
+
+// brokerEnv is what the broker told this process through its environment.
+type brokerEnv struct {
+	service, version, broker, endpoint string
+	secret                             []byte
+}
+
+func readEnv() (*brokerEnv, error) {
+	e := &brokerEnv{
+		service:  os.Getenv(EnvService),
+		version:  os.Getenv(EnvVersion),
+		broker:   os.Getenv(EnvBroker),
+		endpoint: os.Getenv(EnvEndpoint),
+	}
+	if e.broker == "" {
+		return nil, nil
+	}
+	secret, err := hex.DecodeString(os.Getenv(EnvSpawnSecret))
+	switch {
+	case err != nil || len(secret) == 0:
+		return nil, fmt.Errorf("%w: %s must be hex", ErrBadEnvironment, EnvSpawnSecret)
+	case !wire.ValidServiceName(e.service):
+		return nil, fmt.Errorf("%w: %s=%q is not a service name", ErrBadEnvironment, EnvService, e.service)
+	case !wire.ValidVersion(e.version):
+		return nil, fmt.Errorf("%w: %s=%q is not a version", ErrBadEnvironment, EnvVersion, e.version)
+	case e.endpoint == "":
+		return nil, fmt.Errorf("%w: %s is empty", ErrBadEnvironment, EnvEndpoint)
+	}
+	e.secret = secret
+	return e, nil
+}
+
+// Listener yields handed-off and direct connections alike. It implements
+// net.Listener.
+type Listener struct {
+	opts options
+	log  *slog.Logger
+	env  *brokerEnv // nil when standalone
+	ln   net.Listener
+
+	handoffs chan net.Conn // capacity opts.queue; never blocks a sender
+	direct   chan net.Conn
+	reserved atomic.Int64 // handoff slots taken, <= opts.queue
+
+	done      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+
+	mu   sync.Mutex
+	ctrl *control // current control connection, nil between brokers
+}
+
+// Listen starts a backend listener. Under a broker it returns once the broker
+// accepted the registration (bounded by ctx and RegisterTimeout); standalone
+// it returns once the Address endpoint is bound.
+func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
+	o := options{logger: slog.Default(), queue: DefaultQueueSize, handoff: handoffSupported, registerTimeout: DefaultRegisterTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.queue <= 0 {
+		o.queue = DefaultQueueSize
+	}
+	env, err := readEnv()
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{
+		opts:     o,
+		log:      o.logger,
+		env:      env,
+		handoffs: make(chan net.Conn, o.queue),
+		direct:   make(chan net.Conn),
+		done:     make(chan struct{}),
+	}
+	addr := o.address
+	if env != nil {
+		addr = env.endpoint
+		l.log = l.log.With("service", env.service, "version", env.version)
+	}
+	if addr == "" {
+		return nil, ErrNoAddress
+	}
+	if l.ln, err = listenEndpoint(addr); err != nil {
+		return nil, fmt.Errorf("backend: listen on %s: %w", addr, err)
+	}
+	var first *control
+	if env != nil {
+		rctx, cancel := context.WithTimeout(ctx, o.registerTimeout)
+		first, err = l.register(rctx)
+		cancel()
+		if err != nil {
+			l.ln.Close()
+			return nil, err
+		}
+		l.wg.Add(1)
+		go l.controlLoop(first)
+	}
+	l.wg.Add(1)
+	go l.acceptLoop()
+	return l, nil
+}
+
+// Accept returns the next handed-off or direct connection. After Close (or a
+// quiesce request from the broker) it returns an error matching net.ErrClosed.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.handoffs:
+		l.reserved.Add(-1)
+		return c, nil
+	default:
+	}
+	select {
+	case c := <-l.handoffs:
+		l.reserved.Add(-1)
+		return c, nil
+	case c := <-l.direct:
+		return c, nil
+	case <-l.done:
+		return nil, &net.OpError{Op: "accept", Net: l.ln.Addr().Network(), Addr: l.ln.Addr(), Err: net.ErrClosed}
+	}
+}
+
+// Addr is the backend's own endpoint (backend_pipe).
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Close stops accepting, unregisters from the broker and closes every
+// handed-off connection that Accept has not returned yet. Connections already
+// returned by Accept are the caller's.
+func (l *Listener) Close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		close(l.done)
+		err = l.ln.Close()
+		l.mu.Lock()
+		c := l.ctrl
+		l.mu.Unlock()
+		if c != nil {
+			if f, ferr := wire.NewRequest(wire.ProtocolBackendControl, 0, &pb.BackendControl{Msg: &pb.BackendControl_Unregister{Unregister: &pb.Unregister{}}}); ferr == nil {
+				_ = c.send(f)
+			}
+			c.conn.Close()
+		}
+		l.wg.Wait()
+		for {
+			select {
+			case conn := <-l.handoffs:
+				conn.Close()
+			default:
+				return
+			}
+		}
+	})
+	return err
+}
+
+func (l *Listener) closed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// acceptLoop feeds direct (reconnect-route and hello-skip) connections, from
+// the user's own uid only, to Accept.
+func (l *Listener) acceptLoop() {
+	defer l.wg.Done()
+	delay := time.Duration(0)
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if l.closed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Most likely EMFILE: back off instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.log.Warn("backend accept failed", "err", err, "retry_in", delay)
+			if !l.sleep(delay) {
+				return
+			}
+			continue
+		}
+		delay = 0
+		if !peerAllowed(c) {
+			c.Close()
+			continue
+		}
+		select {
+		case l.direct <- c:
+		case <-l.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+// sleep waits d or until Close; it reports false after Close.
+func (l *Listener) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-l.done:
+		return false
+	}
+}
+
+// control is one control connection to the broker. Writes are serialized so
+// concurrent ACKs never interleave.
+type control struct {
+	conn net.Conn
+	wmu  sync.Mutex
+}
+
+func (c *control) send(f *pb.Frame) error {
+	b, err := wire.EncodeFrame(f)
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.conn.SetWriteDeadline(time.Now().Add(ioTimeout)); err != nil {
+		return err
+	}
+	_, err = c.conn.Write(b)
+	return err
+}
+
+// ack answers an offer on the control connection.
+func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail string) {
+	f, err := wire.NewRequest(wire.ProtocolHandoff, correlationID, &pb.HandoffAck{
+		Token: token, Accepted: accepted, ErrorDetail: detail, CorrelationId: correlationID,
+	})
+	if err != nil {
+		return
+	}
+	f.Kind = pb.FrameKind_FRAME_KIND_RESPONSE
+	_ = c.send(f) // a lost ACK is the broker's ACK timeout; it closes its copy then
+}
+
+// register dials the broker and registers this backend.
+func (l *Listener) register(ctx context.Context) (*control, error) {
+	conn, err := dialBroker(ctx, l.env.broker)
+	if err != nil {
+		return nil, fmt.Errorf("backend: dial broker %s: %w", l.env.broker, err)
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(DefaultRegisterTimeout)
+	}
+	_ = conn.SetDeadline(deadline)
+	c := &control{conn: conn}
+	reg := &pb.Register{
+		ServiceName:    l.env.service,
+		Version:        l.env.version,
+		Pid:            uint32(os.Getpid()),
+		Endpoint:       l.env.endpoint,
+		SpawnSecret:    l.env.secret,
+		HandoffCapable: l.opts.handoff,
+	}
+	f, err := wire.NewRequest(wire.ProtocolBackendControl, 1, &pb.BackendControl{Msg: &pb.BackendControl_Register{Register: reg}})
+	if err == nil {
+		err = c.send(f)
+	}
+	var reply *pb.Frame
+	if err == nil {
+		_ = conn.SetWriteDeadline(deadline)
+		reply, err = wire.ReadFrame(conn, wire.MaxBody)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("backend: register with broker: %w", err)
+	}
+	msg, err := decodeControl(reply)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("backend: register with broker: %w", err)
+	}
+	rr := msg.GetRegisterReply()
+	if rr == nil {
+		conn.Close()
+		return nil, fmt.Errorf("backend: register with broker: unexpected reply %T", msg.GetMsg())
+	}
+	if !rr.GetAccepted() {
+		conn.Close()
+		return nil, &RegistrationError{Code: rr.GetCode(), Reason: rr.GetReason()}
+	}
+	_ = conn.SetDeadline(time.Time{})
+	l.log.Debug("registered with broker", "broker", l.env.broker, "handoff", l.opts.handoff)
+	return c, nil
+}
+
+func decodeControl(f *pb.Frame) (*pb.BackendControl, error) {
+	if f.GetPayloadProtocol() != wire.ProtocolBackendControl {
+		return nil, fmt.Errorf("frame of payload protocol 0x%04x, want 0x%04x", f.GetPayloadProtocol(), wire.ProtocolBackendControl)
+	}
+	m := new(pb.BackendControl)
+	if err := unmarshal(f.GetPayload(), m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// controlLoop serves the control connection and re-registers with a
+// restarted broker until Close.
+func (l *Listener) controlLoop(c *control) {
+	defer l.wg.Done()
+	backoff := minBackoff
+	for {
+		if c != nil {
+			l.mu.Lock()
+			l.ctrl = c
+			l.mu.Unlock()
+			err := l.serveControl(c)
+			l.mu.Lock()
+			l.ctrl = nil
+			l.mu.Unlock()
+			c.conn.Close()
+			if l.closed() {
+				return
+			}
+			l.log.Info("control connection to broker lost; re-registering", "err", err)
+			backoff = minBackoff
+		}
+		if !l.sleep(backoff) {
+			return
+		}
+		backoff = min(2*backoff, maxBackoff)
+		ctx, cancel := context.WithTimeout(context.Background(), l.opts.registerTimeout)
+		var err error
+		c, err = l.register(ctx)
+		cancel()
+		if errors.Is(err, ErrRegistrationRefused) {
+			// The broker no longer vouches for this process (it was restarted
+			// without our record): stop taking clients so the program exits.
+			l.log.Warn("broker refused re-registration; closing the listener", "err", err)
+			go l.Close()
+			return
+		}
+	}
+}
+
+// handleControl acts on a portier control message from the broker.
+func (l *Listener) handleControl(f *pb.Frame) {
+	m, err := decodeControl(f)
+	if err != nil {
+		l.log.Debug("ignoring malformed control message", "err", err)
+		return
+	}
+	if q := m.GetQuiesce(); q != nil {
+		l.log.Info("broker asked to quiesce; closing the listener", "reason", q.GetReason())
+		go l.Close() // Close waits for this goroutine
+	}
+}
+
+// readyEvent is the handoff-ready EVENT written on a handed-off connection.
+func readyEvent(offerFrame *pb.Frame, o *pb.HandoffOffer) ([]byte, error) {
+	f, err := wire.NewEvent(wire.ProtocolHandoff, o.GetCorrelationId(), &pb.HandoffAck{
+		Token: o.GetToken(), Accepted: true, CorrelationId: o.GetCorrelationId(),
+	}, offerFrame)
+	if err != nil {
+		return nil, err
+	}
+	return wire.EncodeFrame(f)
+}
+
+// checkOffer validates an offer before anything is written to its connection.
+func (l *Listener) checkOffer(f *pb.Frame) (*pb.HandoffOffer, error) {
+	if f.GetKind() != pb.FrameKind_FRAME_KIND_REQUEST {
+		return nil, fmt.Errorf("handoff frame of kind %s, want REQUEST", f.GetKind())
+	}
+	o, err := wire.DecodeHandoffOffer(f.GetPayload())
+	if err != nil {
+		return nil, err
+	}
+	if subtle.ConstantTimeCompare([]byte(o.GetServiceName()), []byte(l.env.service)) != 1 {
+		return o, fmt.Errorf("offer for service %q reached the backend of %q", o.GetServiceName(), l.env.service)
+	}
+	if o.GetCorrelationId() != f.GetRequestId() {
+		return o, fmt.Errorf("offer correlation_id %d differs from its frame's request_id %d", o.GetCorrelationId(), f.GetRequestId())
+	}
+	return o, nil
+}
+
+// reserve takes a queue slot for a handed-off connection, or reports that
+// the queue is full.
+func (l *Listener) reserve() bool {
+	if l.reserved.Add(1) > int64(l.opts.queue) {
+		l.reserved.Add(-1)
+		return false
+	}
+	return true
+}
+
+// deliver hands an adopted connection to Accept. The reserved slot
+// guarantees the channel has room.
+func (l *Listener) deliver(c net.Conn) {
+	l.handoffs <- c
+}
+
+// String describes the listener for logs.
+func (l *Listener) String() string {
+	if l.env == nil {
+		return "backend(standalone " + l.ln.Addr().String() + ")"
+	}
+	return "backend(" + l.env.service + "@" + l.env.version + " pid " + strconv.Itoa(os.Getpid()) + ")"
+}

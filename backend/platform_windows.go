@@ -1,0 +1,43 @@
+//go:build windows
+
+package backend
+
+import (
+	"context"
+	"net"
+
+	"github.com/portier/portier/internal/ipc"
+	"github.com/portier/portier/wire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Handed-off named-pipe handles are not adopted on Windows yet: the backend
+// registers without the capability and every client takes the reconnect
+// route to the backend's own pipe.
+const handoffSupported = false
+
+var unmarshal = proto.Unmarshal
+
+func listenEndpoint(name string) (net.Listener, error) { return ipc.ListenPipe(name) }
+
+func dialBroker(ctx context.Context, name string) (net.Conn, error) { return ipc.DialPipe(ctx, name) }
+
+// peerAllowed: the pipe's DACL admits only the current user.
+func peerAllowed(net.Conn) bool { return true }
+
+// serveControl reads control frames; offers are rejected because this
+// platform does not adopt handles yet.
+func (l *Listener) serveControl(c *control) error {
+	for {
+		f, err := wire.ReadFrame(c.conn, wire.MaxBody)
+		if err != nil {
+			return err
+		}
+		switch f.GetPayloadProtocol() {
+		case wire.ProtocolHandoff:
+			c.ack(f.GetRequestId(), nil, false, "handoff is not supported by this backend on windows")
+		case wire.ProtocolBackendControl:
+			l.handleControl(f)
+		}
+	}
+}

@@ -1,0 +1,233 @@
+//go:build unix
+
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/portier/portier/handoff"
+	"github.com/portier/portier/internal/ipc"
+	"github.com/portier/portier/servicedef"
+)
+
+// Config configures a Broker. Zero values take the documented defaults.
+type Config struct {
+	// Socket is the broker endpoint. Its directory must be private (0700,
+	// owned by the user, not a symlink); it is created if missing.
+	Socket string
+	// ServicesDir holds one <name>.toml per service.
+	ServicesDir string
+	// StateDir holds the state file and backend logs (default: the socket's
+	// directory).
+	StateDir string
+	// Logger receives the broker's logs (default slog.Default()).
+	Logger *slog.Logger
+	// HelloTimeout bounds the read of a connection's first frame (default 5 s).
+	HelloTimeout time.Duration
+	// MaxHelloConns bounds connections in the Hello stage (default 512).
+	MaxHelloConns int
+	// Handoff configures tokens, ACK deadlines, the in-flight bound and the
+	// failed-attempt window.
+	Handoff handoff.Config
+	// SpawnFailures failed starts within SpawnWindow exhaust a service
+	// version's spawn budget (defaults 3 per 30 s).
+	SpawnFailures int
+	SpawnWindow   time.Duration
+	// ShutdownGrace bounds how long shutdown waits for in-flight handoffs
+	// (default 5 s).
+	ShutdownGrace time.Duration
+	// LogCap caps each backend's output log (default 1 MiB).
+	LogCap int64
+	// StopBackendsOnExit makes shutdown stop the backends too (quiesce, then
+	// SIGKILL to the process group after ShutdownGrace) instead of leaving
+	// them for the next broker; for embedded brokers such as the demo's.
+	StopBackendsOnExit bool
+	// ReadoptWait bounds how long a Hello waits for a backend recorded by a
+	// previous broker to re-register before a new one is started (default 2 s).
+	ReadoptWait time.Duration
+}
+
+func (c *Config) setDefaults() {
+	if c.StateDir == "" {
+		c.StateDir = filepath.Dir(c.Socket)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.HelloTimeout <= 0 {
+		c.HelloTimeout = 5 * time.Second
+	}
+	if c.MaxHelloConns <= 0 {
+		c.MaxHelloConns = 512
+	}
+	if c.SpawnFailures <= 0 {
+		c.SpawnFailures = 3
+	}
+	if c.SpawnWindow <= 0 {
+		c.SpawnWindow = 30 * time.Second
+	}
+	if c.ShutdownGrace <= 0 {
+		c.ShutdownGrace = 5 * time.Second
+	}
+	if c.LogCap <= 0 {
+		c.LogCap = 1 << 20
+	}
+	if c.ReadoptWait <= 0 {
+		c.ReadoptWait = 2 * time.Second
+	}
+}
+
+// ErrAlreadyRunning: another live broker serves the socket.
+var ErrAlreadyRunning = ipc.ErrAlreadyRunning
+
+// Broker is the portier daemon.
+type Broker struct {
+	cfg     Config
+	log     *slog.Logger
+	uid     int
+	defs    *servicedef.Registry
+	orch    *handoff.Orchestrator
+	sup     *supervisor
+	metrics *metrics
+	started time.Time
+
+	connIDs    atomic.Uint64
+	helloSlots chan struct{}
+	shutting   atomic.Bool
+	fdPressure atomic.Bool
+
+	conns    sync.WaitGroup // connection goroutines
+	inflight sync.WaitGroup // handoffs between Negotiated and their outcome
+}
+
+// New validates cfg and builds a broker; Serve starts it.
+func New(cfg Config) (*Broker, error) {
+	if cfg.Socket == "" {
+		return nil, errors.New("broker: Config.Socket is empty")
+	}
+	if cfg.ServicesDir == "" {
+		return nil, errors.New("broker: Config.ServicesDir is empty")
+	}
+	cfg.setDefaults()
+	b := &Broker{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		uid:        os.Getuid(),
+		defs:       servicedef.NewRegistry(cfg.ServicesDir, cfg.Logger),
+		orch:       handoff.NewOrchestrator(cfg.Handoff),
+		helloSlots: make(chan struct{}, cfg.MaxHelloConns),
+		started:    time.Now(),
+	}
+	b.metrics = newMetrics(b)
+	b.sup = newSupervisor(b)
+	return b, nil
+}
+
+// Serve binds the socket (singleton), re-adopts backends recorded by a
+// previous broker and serves until ctx is done. Then it stops accepting,
+// answers Hellos already read with SHUTTING_DOWN, waits for in-flight
+// handoffs (at most ShutdownGrace) and returns nil, leaving backends running
+// for the next broker. A live broker on the socket yields ErrAlreadyRunning.
+func (b *Broker) Serve(ctx context.Context) error {
+	if err := ipc.EnsurePrivateDir(b.cfg.StateDir); err != nil {
+		return fmt.Errorf("broker: state directory: %w", err)
+	}
+	ln, err := ipc.ListenSingleton(b.cfg.Socket)
+	if err != nil {
+		return fmt.Errorf("broker: %w", err)
+	}
+	b.log.Info("broker listening", "socket", b.cfg.Socket, "services", b.cfg.ServicesDir, "pid", os.Getpid())
+	b.sup.loadState()
+	janitorDone := make(chan struct{})
+	jctx, stopJanitor := context.WithCancel(context.Background())
+	go func() { defer close(janitorDone); b.sup.janitor(jctx) }()
+
+	acceptDone := make(chan struct{})
+	go func() { defer close(acceptDone); b.acceptLoop(ln) }()
+	<-ctx.Done()
+
+	b.shutting.Store(true)
+	b.log.Info("broker shutting down")
+	ln.Close()
+	<-acceptDone
+	waitTimeout(&b.inflight, b.cfg.ShutdownGrace)
+	stopJanitor()
+	<-janitorDone
+	b.sup.shutdown()
+	waitTimeout(&b.conns, b.cfg.ShutdownGrace)
+	if b.cfg.StopBackendsOnExit {
+		// Every backend is gone, so every reaper finishes. Otherwise the
+		// reapers of backends left running end with the process.
+		waitTimeout(&b.sup.workers, b.cfg.ShutdownGrace)
+	}
+	b.log.Info("broker stopped")
+	return nil
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// acceptLoop accepts until the listener closes. When accept fails for lack
+// of descriptors it frees a reserve descriptor, accepts one connection to
+// tell it FD_PRESSURE, and keeps the pressure flag (which also turns
+// handoffs into reconnects) until accepts succeed again.
+func (b *Broker) acceptLoop(ln *ipc.Listener) {
+	reserve, _ := os.Open(os.DevNull)
+	defer func() {
+		if reserve != nil {
+			reserve.Close()
+		}
+	}()
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				if !b.fdPressure.Swap(true) {
+					b.log.Warn("out of file descriptors; answering Hellos with FD_PRESSURE", "err", err)
+				}
+				b.metrics.fdPressure.Inc()
+				if reserve != nil {
+					reserve.Close()
+					reserve = nil
+					if c, err := ln.AcceptUnix(); err == nil {
+						b.refuseFDPressure(c)
+					}
+					reserve, _ = os.Open(os.DevNull)
+				}
+				time.Sleep(10 * time.Millisecond) // let descriptors free up rather than spin
+				continue
+			}
+			b.log.Warn("accept failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		if b.fdPressure.Swap(false) {
+			b.log.Info("file descriptors available again")
+		}
+		b.conns.Add(1)
+		go b.handleConn(c)
+	}
+}

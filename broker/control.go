@@ -1,0 +1,157 @@
+//go:build unix
+
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/portier/portier/handoff"
+	"github.com/portier/portier/internal/fdpass"
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
+	"google.golang.org/protobuf/proto"
+)
+
+// controlConn is a verified backend's persistent control connection: offers
+// (with their descriptors) go out on it, ACKs come back.
+type controlConn struct {
+	conn           *net.UnixConn
+	proc           *proc
+	handoffCapable bool
+	orch           *handoff.Orchestrator
+	log            *slog.Logger
+
+	wmu sync.Mutex // serializes writes so frames never interleave
+
+	mu      sync.Mutex
+	closed  bool
+	pending map[uint64]*handoff.Attempt
+}
+
+// offerWriteTimeout bounds one sendmsg of an offer (a backend that stops
+// reading its control connection must not hold a handoff forever).
+const offerWriteTimeout = 2 * time.Second
+
+// runHandoff sends client's descriptor to the backend and waits for the
+// outcome (ACK, rejection, deadline or loss of the control connection).
+func (c *controlConn) runHandoff(a *handoff.Attempt, client *net.UnixConn) handoff.Outcome {
+	id := a.ConnectionID()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return a.Cancel(handoff.ReasonBackendNotCapable, "backend control connection closed")
+	}
+	c.pending[id] = a
+	c.mu.Unlock()
+	out := a.Run(context.Background(), &fdTransport{ctrl: c, client: client})
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+	return out
+}
+
+// abandonPending fails every handoff waiting on this connection at once,
+// so their clients see EOF and reconnect instead of waiting for the ACK
+// deadline.
+func (c *controlConn) abandonPending(detail string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	now := time.Now()
+	for id, a := range c.pending {
+		_ = c.orch.Ack(id, a.Token(), false, detail, now)
+	}
+}
+
+// readLoop reads ACKs and backend notices until the connection closes. The
+// peer is a verified local process whose exit closes the socket, so the
+// idle read has no deadline.
+func (c *controlConn) readLoop() {
+	for {
+		f, err := wire.ReadFrame(c.conn, wire.MaxBody)
+		if err != nil {
+			return
+		}
+		switch f.GetPayloadProtocol() {
+		case wire.ProtocolHandoff:
+			ack, err := wire.DecodeHandoffAck(f.GetPayload())
+			if err != nil {
+				continue
+			}
+			tok, err := handoff.TokenFromBytes(ack.GetToken())
+			if err != nil {
+				continue
+			}
+			if err := c.orch.Ack(ack.GetCorrelationId(), tok, ack.GetAccepted(), ack.GetErrorDetail(), time.Now()); err != nil {
+				c.log.Debug("handoff ack not applied", "conn", ack.GetCorrelationId(), "err", err)
+			}
+		case wire.ProtocolBackendControl:
+			m := new(pb.BackendControl)
+			if proto.Unmarshal(f.GetPayload(), m) == nil && m.GetUnregister() != nil {
+				// The backend closed its listener on purpose: route new
+				// clients to a fresh process.
+				c.proc.quiesced.Store(true)
+			}
+		}
+	}
+}
+
+func (c *controlConn) send(f *pb.Frame) error {
+	b, err := wire.EncodeFrame(f)
+	if err != nil {
+		return err
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(offerWriteTimeout))
+	_, err = c.conn.Write(b)
+	return err
+}
+
+func (c *controlConn) quiesce(reason string) {
+	f, err := wire.NewRequest(wire.ProtocolBackendControl, 0, &pb.BackendControl{Msg: &pb.BackendControl_Quiesce{Quiesce: &pb.Quiesce{Reason: reason}}})
+	if err == nil {
+		_ = c.send(f)
+	}
+}
+
+// fdTransport moves a client connection to a backend with SCM_RIGHTS: the
+// descriptor and the bytes of its offer frame travel in one sendmsg.
+type fdTransport struct {
+	ctrl   *controlConn
+	client *net.UnixConn
+}
+
+// Transfer is a no-op on Unix: the descriptor rides with the offer.
+func (t *fdTransport) Transfer(context.Context, *handoff.Offer) error { return nil }
+
+// Deliver sends the offer with the client's descriptor.
+func (t *fdTransport) Deliver(_ context.Context, o *handoff.Offer) (bool, error) {
+	f, err := wire.NewRequest(wire.ProtocolHandoff, o.ConnectionID, &pb.HandoffOffer{
+		Token: o.Token[:], ServiceName: o.Service, CorrelationId: o.ConnectionID,
+	})
+	if err != nil {
+		return false, err
+	}
+	msg, err := wire.EncodeFrame(f)
+	if err != nil {
+		return false, err
+	}
+	var sent bool
+	err = fdpass.WithFD(t.client, func(fd int) error {
+		t.ctrl.wmu.Lock()
+		defer t.ctrl.wmu.Unlock()
+		var serr error
+		sent, serr = fdpass.SendWithFD(t.ctrl.conn, msg, fd, time.Now().Add(offerWriteTimeout))
+		return serr
+	})
+	return sent, err
+}
+
+// Reclaim is a no-op on Unix: a descriptor that reached the backend is
+// closed by it (or by its exit).
+func (t *fdTransport) Reclaim(*handoff.Offer) error { return nil }

@@ -1,0 +1,12 @@
+// Package broker owns the portier daemon: the accept loop and peer policy,
+// Hello routing, the supervision of backends (on-demand spawn, identity
+// checks, registration, idle quiesce, re-adoption after a broker restart),
+// the handoff fast path, admin verbs and metrics.
+//
+// A connection's first frame decides what it is: a Hello (payload protocol
+// 0) from a client, a Register (0xF001) from a backend opening its control
+// connection, or an admin request (0xAD01). The broker reads exactly that one
+// frame from a client; everything after it belongs to the backend.
+//
+// The daemon runs on Unix; on Windows the package is empty for now.
+package broker

@@ -1,0 +1,197 @@
+//go:build unix
+
+package broker
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/portier/portier/internal/ipc"
+	pb "github.com/portier/portier/wire/portierv1"
+)
+
+// stateFileName is the broker's record of live backends, in the private
+// state directory. A restarted broker re-adopts a backend only when the
+// record's pid, start time and secret hash all still match.
+const stateFileName = "state.json"
+
+// stateRecord is one live backend. The secret itself is never stored, only
+// its SHA-256.
+type stateRecord struct {
+	Service      string `json:"service"`
+	Version      string `json:"version"`
+	PID          int    `json:"pid"`
+	StartTime    uint64 `json:"start_time"`
+	Exe          string `json:"exe,omitempty"`
+	ExeSHA256    string `json:"exe_sha256,omitempty"`
+	Endpoint     string `json:"endpoint"`
+	SecretSHA256 string `json:"secret_sha256"`
+	ListenFDs    bool   `json:"listen_fds,omitempty"`
+	StartedUnix  int64  `json:"started_unix"`
+}
+
+type stateFile struct {
+	Version  int           `json:"version"`
+	Backends []stateRecord `json:"backends"`
+}
+
+func (s *supervisor) statePath() string { return filepath.Join(s.b.cfg.StateDir, stateFileName) }
+
+// saveState writes the state file atomically (temp file, fsync, rename),
+// mode 0600.
+func (s *supervisor) saveState() {
+	st := stateFile{Version: 1}
+	s.mu.Lock()
+	for _, p := range s.byPID {
+		if p.gone.Load() || !isClosed(p.ready) || p.readyErr != nil {
+			continue
+		}
+		st.Backends = append(st.Backends, stateRecord{
+			Service: p.service, Version: p.version, PID: p.pid, StartTime: p.startTime,
+			Exe: p.exe, ExeSHA256: p.exeSHA256, Endpoint: p.endpoint,
+			SecretSHA256: hex.EncodeToString(p.secretHash[:]), ListenFDs: p.listenFDs,
+			StartedUnix: p.started.Unix(),
+		})
+	}
+	s.mu.Unlock()
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err == nil {
+		err = writeFileAtomic(s.statePath(), data)
+	}
+	if err != nil {
+		s.b.log.Warn("could not write the broker state file", "path", s.statePath(), "err", err)
+	}
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// loadState re-adopts the backends a previous broker recorded. A record is
+// kept only while its process runs with the recorded start time and its
+// service is still defined; a portier backend must then re-register with the
+// recorded secret within ReadoptWait, else a new one is started on demand.
+func (s *supervisor) loadState() {
+	data, err := os.ReadFile(s.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var st stateFile
+	if err == nil {
+		err = json.Unmarshal(data, &st)
+	}
+	if err != nil {
+		s.b.log.Warn("ignoring unreadable broker state file", "path", s.statePath(), "err", err)
+		return
+	}
+	kept := 0
+	for _, r := range st.Backends {
+		if !processMatches(r.PID, r.StartTime) {
+			s.b.log.Info("dropping state record of a gone backend", "service", r.Service, "pid", r.PID)
+			continue
+		}
+		def, err := s.b.defs.Lookup(r.Service)
+		if err != nil || def.Version != r.Version {
+			s.b.log.Info("dropping state record whose definition changed", "service", r.Service, "version", r.Version, "pid", r.PID)
+			continue
+		}
+		hash, err := hex.DecodeString(r.SecretSHA256)
+		if err != nil || len(hash) != sha256.Size {
+			continue
+		}
+		p, err := s.newProc(def)
+		if err != nil {
+			continue
+		}
+		p.endpoint, p.pid, p.startTime, p.exe, p.exeSHA256 = r.Endpoint, r.PID, r.StartTime, r.Exe, r.ExeSHA256
+		p.started = time.Unix(r.StartedUnix, 0)
+		p.listenFDs = r.ListenFDs
+		copy(p.secretHash[:], hash)
+		s.mu.Lock()
+		s.procs[p.procKey] = p
+		s.byPID[p.pid] = p
+		s.mu.Unlock()
+		kept++
+		if p.listenFDs {
+			p.markReady(nil)
+			continue
+		}
+		time.AfterFunc(s.b.cfg.ReadoptWait, func() {
+			p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+				reason: fmt.Sprintf("recorded backend pid %d did not re-register", p.pid), retryAfter: 100 * time.Millisecond})
+			if p.readyErr != nil {
+				s.forget(p)
+			}
+		})
+	}
+	if kept > 0 {
+		s.b.log.Info("re-adopting backends from the state file", "count", kept)
+	}
+}
+
+// processMatches reports whether pid runs with the given start time.
+func processMatches(pid int, startTime uint64) bool {
+	if pid <= 0 {
+		return false
+	}
+	st, err := ipc.ProcessStartTime(pid)
+	return err == nil && st == startTime
+}
+
+// recordExe notes the registered backend's executable and its SHA-256 for
+// the state file, off the registration path.
+func (s *supervisor) recordExe(p *proc) {
+	exe, err := ipc.ExecutablePath(p.pid)
+	if err != nil {
+		return
+	}
+	sum := ""
+	if f, err := os.Open(exe); err == nil {
+		h := sha256.New()
+		if _, err := io.Copy(h, f); err == nil {
+			sum = hex.EncodeToString(h.Sum(nil))
+		}
+		f.Close()
+	}
+	s.mu.Lock()
+	p.exe, p.exeSHA256 = exe, sum
+	s.mu.Unlock()
+	s.saveState()
+}
+
+// reapAdopted notices re-adopted backends (not our children, so no Wait)
+// that have exited.
+func (s *supervisor) reapAdopted() {
+	for _, p := range s.snapshot() {
+		if !p.child && !processMatches(p.pid, p.startTime) {
+			s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
+		}
+	}
+}

@@ -1,0 +1,508 @@
+//go:build unix
+
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/portier/portier/handoff"
+	"github.com/portier/portier/internal/ipc"
+	"github.com/portier/portier/servicedef"
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
+	"google.golang.org/protobuf/proto"
+)
+
+// procKey identifies a backend build: a service at the version its
+// definition names.
+type procKey struct{ service, version string }
+
+// proc is one backend process the broker started (or re-adopted).
+type proc struct {
+	procKey
+	def        *servicedef.Definition
+	endpoint   string
+	secretHash [32]byte
+	listenFDs  bool
+	started    time.Time
+
+	// Set once the process runs.
+	pid       int
+	startTime uint64
+	child     bool   // started by this broker run (else re-adopted): Wait works
+	exe       string // guarded by supervisor.mu
+	exeSHA256 string // guarded by supervisor.mu
+
+	ready     chan struct{} // closed when registered (or failed to)
+	readyOnce sync.Once
+	readyErr  error
+
+	exited chan struct{} // closed when the process is known to be gone
+	gone   atomic.Bool
+
+	ctrl     atomic.Pointer[controlConn]
+	lastUsed atomic.Int64 // unix nanoseconds of the last Hello routed here
+	routed   atomic.Uint64
+	quiesced atomic.Bool
+}
+
+func (p *proc) handoffKey() handoff.BackendKey {
+	return handoff.BackendKey{Service: p.service, Version: p.version}
+}
+
+func (p *proc) control() *controlConn { return p.ctrl.Load() }
+
+func (p *proc) touch() {
+	p.lastUsed.Store(time.Now().UnixNano())
+	p.routed.Add(1)
+}
+
+func (p *proc) markReady(err error) {
+	p.readyOnce.Do(func() {
+		p.readyErr = err
+		close(p.ready)
+	})
+}
+
+func (p *proc) isReady() bool {
+	select {
+	case <-p.ready:
+		return p.readyErr == nil
+	default:
+		return false
+	}
+}
+
+// supervisor owns the table of backends.
+type supervisor struct {
+	b *Broker
+
+	mu       sync.Mutex
+	procs    map[procKey]*proc // current generation per key
+	byPID    map[int]*proc     // every known live process, for registration
+	failures map[procKey][]time.Time
+
+	// workers are the spawn goroutines; each lives as long as its process
+	// (it reaps it). Shutdown waits for them only when it stops backends.
+	workers sync.WaitGroup
+}
+
+func newSupervisor(b *Broker) *supervisor {
+	return &supervisor{
+		b:        b,
+		procs:    make(map[procKey]*proc),
+		byPID:    make(map[int]*proc),
+		failures: make(map[procKey][]time.Time),
+	}
+}
+
+// get returns the live backend for def, starting it if needed. Concurrent
+// callers for one key share one start (single flight).
+func (s *supervisor) get(ctx context.Context, def *servicedef.Definition, traceparent string) (*proc, error) {
+	k := procKey{def.Name, def.Version}
+	s.mu.Lock()
+	p := s.procs[k]
+	if p != nil && (p.gone.Load() || p.quiesced.Load() || (isClosed(p.ready) && p.readyErr != nil)) {
+		p = nil
+	}
+	if p == nil {
+		if retry := s.budgetLocked(k, time.Now()); retry > 0 {
+			s.mu.Unlock()
+			return nil, &refusal{code: pb.ErrorCode_ERROR_RATE_LIMITED,
+				reason:     fmt.Sprintf("%s@%s failed to start %d times in %s; not starting it again yet", k.service, k.version, s.b.cfg.SpawnFailures, s.b.cfg.SpawnWindow),
+				retryAfter: retry}
+		}
+		var err error
+		p, err = s.newProc(def)
+		if err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		s.procs[k] = p
+		s.mu.Unlock()
+		s.workers.Add(1)
+		go func() {
+			defer s.workers.Done()
+			s.spawn(p, traceparent)
+		}()
+	} else {
+		s.mu.Unlock()
+	}
+	select {
+	case <-p.ready:
+		if p.readyErr != nil {
+			return nil, p.readyErr
+		}
+		return p, nil
+	case <-ctx.Done():
+		return nil, &refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+			reason: fmt.Sprintf("%s@%s did not become ready in time", k.service, k.version), retryAfter: time.Second}
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// budgetLocked reports how long to wait before the next start of k is
+// allowed; 0 means now.
+func (s *supervisor) budgetLocked(k procKey, now time.Time) time.Duration {
+	window := s.b.cfg.SpawnWindow
+	fs := s.failures[k]
+	i := 0
+	for i < len(fs) && now.Sub(fs[i]) >= window {
+		i++
+	}
+	fs = fs[i:]
+	if len(fs) == 0 {
+		delete(s.failures, k)
+	} else {
+		s.failures[k] = fs
+	}
+	if len(fs) < s.b.cfg.SpawnFailures {
+		return 0
+	}
+	return fs[len(fs)-s.b.cfg.SpawnFailures].Add(window).Sub(now)
+}
+
+func (s *supervisor) recordFailure(k procKey) {
+	s.mu.Lock()
+	s.failures[k] = append(s.failures[k], time.Now())
+	s.mu.Unlock()
+}
+
+// newProc prepares a backend's identity: a fresh endpoint path in the
+// private directory and a fresh spawn secret.
+func (s *supervisor) newProc(def *servicedef.Definition) (*proc, error) {
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(def.Name + "\x00" + def.Version))
+	endpoint := filepath.Join(filepath.Dir(s.b.cfg.Socket),
+		fmt.Sprintf("be-%s-%s.sock", hex.EncodeToString(sum[:5]), hex.EncodeToString(rnd[:])))
+	return &proc{
+		procKey:   procKey{def.Name, def.Version},
+		def:       def,
+		endpoint:  endpoint,
+		listenFDs: def.Activation == servicedef.ActivationListenFDs,
+		ready:     make(chan struct{}),
+		exited:    make(chan struct{}),
+	}, nil
+}
+
+// spawn starts p and waits (up to its start timeout) for its registration.
+func (s *supervisor) spawn(p *proc, traceparent string) {
+	log := s.b.log.With("service", p.service, "version", p.version)
+	secret := make([]byte, 32)
+	if _, err := rand.Read(secret); err != nil {
+		p.markReady(&refusal{code: pb.ErrorCode_ERROR_INTERNAL, reason: "no randomness for the spawn secret: " + err.Error()})
+		return
+	}
+	p.secretHash = sha256.Sum256(secret)
+	p.started = time.Now()
+	cmd, logPath, err := s.start(p, secret, traceparent)
+	clear(secret)
+	if err != nil {
+		s.recordFailure(p.procKey)
+		s.b.metrics.spawn(p.service, "failed")
+		log.Warn("backend failed to start", "err", err)
+		p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+			reason: fmt.Sprintf("could not start %s@%s: %v", p.service, p.version, err), retryAfter: time.Second,
+			details: map[string]string{"command": p.def.Command[0]}})
+		s.forget(p)
+		return
+	}
+	p.pid = cmd.Process.Pid
+	p.child = true
+	p.startTime, _ = ipc.ProcessStartTime(p.pid)
+	s.mu.Lock()
+	s.byPID[p.pid] = p
+	s.mu.Unlock()
+	log.Info("backend started", "pid", p.pid, "activation", string(p.def.Activation), "log", logPath)
+	s.b.metrics.spawn(p.service, "started")
+	if p.listenFDs {
+		// The broker bound the socket itself: usable at once through the
+		// reconnect route.
+		p.markReady(nil)
+	}
+
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- cmd.Wait() }()
+	timer := time.NewTimer(p.def.StartTimeout)
+	defer timer.Stop()
+	select {
+	case <-p.ready:
+	case err := <-waitDone:
+		s.startFailed(p, log, fmt.Sprintf("exited before registering: %v", exitStatus(err)), exitStatus(err), logPath)
+		s.exited(p, log, err)
+		return
+	case <-timer.C:
+		killGroup(p.pid)
+		err := <-waitDone
+		s.startFailed(p, log, fmt.Sprintf("did not register within start_timeout %s", p.def.StartTimeout), exitStatus(err), logPath)
+		s.exited(p, log, err)
+		return
+	}
+	if p.readyErr == nil {
+		s.b.sup.saveState()
+	}
+	s.exited(p, log, <-waitDone)
+}
+
+func (s *supervisor) startFailed(p *proc, log interface {
+	Warn(string, ...any)
+}, why, status, logPath string) {
+	s.recordFailure(p.procKey)
+	s.b.metrics.spawn(p.service, "failed")
+	tail := tailLines(logPath, 20, 4096)
+	log.Warn("backend failed to start", "pid", p.pid, "why", why)
+	p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+		reason:     fmt.Sprintf("%s@%s %s", p.service, p.version, why),
+		retryAfter: time.Second,
+		details:    map[string]string{"exit_status": status, "stderr_tail": tail, "log": logPath}})
+}
+
+// exited records that p's process is gone.
+func (s *supervisor) exited(p *proc, log interface {
+	Info(string, ...any)
+}, waitErr error) {
+	if p.gone.Swap(true) {
+		return
+	}
+	close(p.exited)
+	_ = os.Remove(p.endpoint) // a killed backend leaves its socket behind
+	log.Info("backend exited", "pid", p.pid, "status", exitStatus(waitErr))
+	if c := p.ctrl.Load(); c != nil {
+		c.conn.Close()
+	}
+	s.forget(p)
+	s.saveState()
+}
+
+// forget removes p from the tables if it is still the current generation.
+func (s *supervisor) forget(p *proc) {
+	s.mu.Lock()
+	if s.procs[p.procKey] == p {
+		delete(s.procs, p.procKey)
+	}
+	if p.pid != 0 && s.byPID[p.pid] == p {
+		delete(s.byPID, p.pid)
+	}
+	s.mu.Unlock()
+}
+
+// serveControl verifies a backend's registration and then serves its
+// control connection until it closes.
+func (s *supervisor) serveControl(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
+	defer c.Close()
+	msg := new(pb.BackendControl)
+	if err := proto.Unmarshal(f.GetPayload(), msg); err != nil || msg.GetRegister() == nil {
+		s.replyRegister(c, f, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: "the first control message must be a Register"})
+		return
+	}
+	reg := msg.GetRegister()
+	p, err := s.verify(reg, cred)
+	if err != nil {
+		s.b.metrics.registrations.WithLabelValues("refused").Inc()
+		s.b.log.Warn("backend registration refused", "pid", cred.PID, "service", reg.GetServiceName(), "err", err)
+		s.replyRegister(c, f, err)
+		return
+	}
+	ctrl := &controlConn{conn: c, proc: p, handoffCapable: reg.GetHandoffCapable(), orch: s.b.orch, log: s.b.log,
+		pending: make(map[uint64]*handoff.Attempt)}
+	if !p.ctrl.CompareAndSwap(nil, ctrl) {
+		s.replyRegister(c, f, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: "this backend is already registered"})
+		return
+	}
+	if err := s.replyRegister(c, f, nil); err != nil {
+		p.ctrl.CompareAndSwap(ctrl, nil)
+		return
+	}
+	s.b.metrics.registrations.WithLabelValues("accepted").Inc()
+	s.b.log.Info("backend registered", "service", p.service, "version", p.version, "pid", p.pid, "handoff", ctrl.handoffCapable)
+	p.markReady(nil)
+	go s.recordExe(p)
+	ctrl.readLoop()
+	p.ctrl.CompareAndSwap(ctrl, nil)
+	ctrl.abandonPending("backend control connection closed")
+	if !s.b.shutting.Load() {
+		s.b.log.Info("backend control connection closed", "service", p.service, "pid", p.pid)
+	}
+	// Without a control connection the backend cannot be verified again
+	// until it re-registers; new Hellos may still use its endpoint. A
+	// re-adopted backend is not our child, so check here whether it died.
+	if !p.child && !processMatches(p.pid, p.startTime) {
+		s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
+	}
+}
+
+// verify checks that the registering process is one this broker started (or
+// recorded before a restart): kernel pid, process start time and the spawn
+// secret in constant time.
+func (s *supervisor) verify(reg *pb.Register, cred ipc.Cred) (*proc, error) {
+	if cred.PID == 0 {
+		return nil, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: "the kernel did not report the peer pid"}
+	}
+	s.mu.Lock()
+	p := s.byPID[cred.PID]
+	s.mu.Unlock()
+	if p == nil || p.gone.Load() {
+		return nil, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: fmt.Sprintf("pid %d was not started by this broker", cred.PID)}
+	}
+	if reg.GetServiceName() != p.service || reg.GetVersion() != p.version {
+		return nil, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED,
+			reason: fmt.Sprintf("pid %d was started as %s@%s, not %s@%s", cred.PID, p.service, p.version, reg.GetServiceName(), reg.GetVersion())}
+	}
+	if st, err := ipc.ProcessStartTime(cred.PID); err != nil || st != p.startTime {
+		return nil, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: fmt.Sprintf("pid %d is not the process the broker started (start time differs)", cred.PID)}
+	}
+	got := sha256.Sum256(reg.GetSpawnSecret())
+	if subtle.ConstantTimeCompare(got[:], p.secretHash[:]) != 1 {
+		return nil, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: "wrong spawn secret"}
+	}
+	if reg.GetEndpoint() != p.endpoint {
+		return nil, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: fmt.Sprintf("registered endpoint %q differs from the assigned %q", reg.GetEndpoint(), p.endpoint)}
+	}
+	return p, nil
+}
+
+func (s *supervisor) replyRegister(c net.Conn, req *pb.Frame, err error) error {
+	rr := &pb.RegisterReply{Accepted: err == nil}
+	if err != nil {
+		var rf *refusal
+		if errors.As(err, &rf) {
+			rr.Code, rr.Reason = rf.code, rf.reason
+		} else {
+			rr.Code, rr.Reason = pb.ErrorCode_ERROR_INTERNAL, err.Error()
+		}
+	}
+	f, ferr := wire.NewResponse(req, wire.ProtocolBackendControl, &pb.BackendControl{Msg: &pb.BackendControl_RegisterReply{RegisterReply: rr}})
+	if ferr != nil {
+		return ferr
+	}
+	_ = c.SetWriteDeadline(time.Now().Add(s.b.cfg.HelloTimeout))
+	if werr := wire.WriteFrame(c, f); werr != nil {
+		return werr
+	}
+	return c.SetWriteDeadline(time.Time{})
+}
+
+// janitor quiesces idle backends, prunes expired handoff state and keeps
+// backend logs under their cap.
+func (s *supervisor) janitor(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.quiesceIdle(now)
+			s.reapAdopted()
+		}
+	}
+}
+
+func (s *supervisor) quiesceIdle(now time.Time) {
+	s.mu.Lock()
+	var idle []*proc
+	for k, p := range s.procs {
+		if p.def.IdleTimeout <= 0 || !p.isReady() {
+			continue
+		}
+		last := time.Unix(0, p.lastUsed.Load())
+		if p.lastUsed.Load() == 0 {
+			last = p.started
+		}
+		if now.Sub(last) >= p.def.IdleTimeout {
+			idle = append(idle, p)
+			delete(s.procs, k)
+		}
+	}
+	s.mu.Unlock()
+	for _, p := range idle {
+		p.quiesced.Store(true)
+		s.b.log.Info("backend idle; asking it to quiesce", "service", p.service, "version", p.version, "pid", p.pid)
+		if c := p.control(); c != nil {
+			c.quiesce("idle for " + p.def.IdleTimeout.String())
+		} else {
+			terminateGroup(p.pid)
+		}
+	}
+}
+
+// shutdown closes every control connection; backends keep running and
+// re-register with the next broker, which finds them in the state file.
+func (s *supervisor) shutdown() {
+	s.saveState()
+	s.mu.Lock()
+	var ctrls []*controlConn
+	for _, p := range s.byPID {
+		if c := p.control(); c != nil {
+			ctrls = append(ctrls, c)
+		}
+	}
+	s.mu.Unlock()
+	if s.b.cfg.StopBackendsOnExit {
+		s.stopAll()
+	}
+	for _, c := range ctrls {
+		c.conn.Close()
+	}
+}
+
+// stopAll asks every backend to quiesce and kills the process groups of
+// those still running after ShutdownGrace.
+func (s *supervisor) stopAll() {
+	procs := s.snapshot()
+	for _, p := range procs {
+		if c := p.control(); c != nil {
+			c.quiesce("broker stopping")
+		} else {
+			terminateGroup(p.pid)
+		}
+	}
+	deadline := time.NewTimer(s.b.cfg.ShutdownGrace)
+	defer deadline.Stop()
+	for _, p := range procs {
+		select {
+		case <-p.exited:
+		case <-deadline.C:
+			for _, p := range procs {
+				killGroup(p.pid)
+			}
+			return
+		}
+	}
+}
+
+// snapshot lists the live processes for status and the state file.
+func (s *supervisor) snapshot() []*proc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*proc, 0, len(s.byPID))
+	for _, p := range s.byPID {
+		if !p.gone.Load() {
+			out = append(out, p)
+		}
+	}
+	return out
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/portier/portier/client"
+)
+
+func init() {
+	register(command{name: "dial", summary: "bridge stdin/stdout to a brokered connection", run: dialCmd})
+}
+
+func dialCmd(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("dial", stderr)
+	version := fs.String("version", "", "wanted version (default: the one the definition names)")
+	socket := fs.String("socket", defaultSocket(), "broker socket (env PORTIER_SOCKET)")
+	noHandoff := fs.Bool("no-handoff", false, "take the reconnect route")
+	verbose := fs.Bool("v", false, "print the route to stderr")
+	timeout := fs.Duration("timeout", 10*time.Second, "bound on reaching the backend")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: portier dial SERVICE [--version V] [-v]")
+		fs.PrintDefaults()
+	}
+	// Allow flags after the service name too.
+	var service string
+	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
+		service, args = args[0], args[1:]
+	}
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if service == "" && fs.NArg() > 0 {
+		service = fs.Arg(0)
+	}
+	if service == "" {
+		fs.Usage()
+		return exitUsage
+	}
+	opts := []client.Option{client.Version(*version), client.Socket(*socket)}
+	if *noHandoff {
+		opts = append(opts, client.NoHandoff())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	c, err := client.Dial(ctx, service, opts...)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(stderr, "portier dial:", err)
+		return exitFailure
+	}
+	if *verbose {
+		fmt.Fprintf(stderr, "portier dial: %s@%s route=%s connection=%d\n", service, c.DaemonVersion(), c.Route(), c.ConnectionID())
+	}
+	if err := bridge(c, os.Stdin, stdout); err != nil {
+		fmt.Fprintln(stderr, "portier dial:", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// halfCloser is a connection whose write side can be shut on its own.
+type halfCloser interface {
+	io.ReadWriteCloser
+	CloseWrite() error
+}
+
+// bridge copies in→c and c→out like socat: EOF on in half-closes c so the
+// backend sees the end of the request, and the bridge ends when the backend
+// closes its side.
+func bridge(c halfCloser, in io.Reader, out io.Writer) error {
+	defer c.Close()
+	upErr := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(c, in)
+		if cerr := c.CloseWrite(); err == nil {
+			err = cerr
+		}
+		upErr <- err
+	}()
+	_, downErr := io.Copy(out, c)
+	if downErr != nil && !errors.Is(downErr, io.EOF) {
+		return downErr
+	}
+	// The backend closed; stdin may still be open (an interactive terminal):
+	// do not wait for it.
+	select {
+	case err := <-upErr:
+		return err
+	default:
+		return nil
+	}
+}

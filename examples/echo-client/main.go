@@ -1,0 +1,32 @@
+// Command echo-client sends a line to the echo service through the broker
+// and prints the answer and the route the connection took.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"time"
+
+	"github.com/portier/portier/client"
+)
+
+func main() {
+	msg := flag.String("msg", "hello through portier", "text to send")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, "echo", client.EarlyData([]byte(*msg)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	c.CloseWrite() // the request was sent with the Hello; tell the backend we are done
+	reply, err := io.ReadAll(c)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("%s (route %s, connection %d)\n", reply, c.Route(), c.ConnectionID())
+}
