@@ -100,4 +100,3 @@ func metricsCmd(args []string, stdout, stderr io.Writer) int {
 	io.WriteString(stdout, resp.GetMetricsText())
 	return exitOK
 }
-
