@@ -1,0 +1,166 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Backoff of the connection retries after starting the broker.
+const (
+	autoStartFirstDelay = 5 * time.Millisecond
+	autoStartMaxDelay   = 200 * time.Millisecond
+)
+
+// startRecord remembers a broker this process started, so concurrent Dials
+// do not start one each, and so a timeout can say how the child ended.
+type startRecord struct {
+	at     time.Time
+	bin    string
+	exited chan struct{} // closed when the child has been reaped
+	err    error         // the child's exit error; valid after exited is closed
+}
+
+var autoStarts struct {
+	sync.Mutex
+	m map[string]*startRecord // by socket path
+}
+
+// testHookBrokerExited, when set, is called after a started broker has been
+// reaped. Tests use it to wait for their helper processes.
+var testHookBrokerExited func(error)
+
+// autoStart starts the broker (unless this process just did) and waits for it
+// to accept on d.sock, retrying with exponential backoff.
+func (d *dialer) autoStart(first error) (*net.UnixConn, error) {
+	cfg := d.cfg.autoStart
+	timeout := cfg.Timeout
+	if timeout <= 0 {
+		timeout = DefaultAutoStartTimeout
+	}
+	end := d.deadline(timeout)
+	rec, err := ensureStarted(cfg, d.sock, timeout)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w; auto-start: %w", ErrBrokerUnavailable, d.sock, first, err)
+	}
+	last := first
+	delay := autoStartFirstDelay
+	for {
+		if err := d.sleep(min(delay, max(0, time.Until(end)))); err != nil {
+			return nil, err
+		}
+		uc, err := dialUnix(d.ctx, d.sock, d.deadline(d.cfg.handshakeTimeout))
+		if err == nil {
+			return d.checkPeer(uc)
+		}
+		if d.ctxDone() {
+			return nil, d.ctxErr()
+		}
+		if !brokerMissing(err) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrBrokerUnavailable, d.sock, err)
+		}
+		last = err
+		if !time.Now().Before(end) {
+			break
+		}
+		delay = min(2*delay, autoStartMaxDelay)
+	}
+	status := "it is still running"
+	select {
+	case <-rec.exited:
+		if rec.err != nil {
+			status = "it exited: " + rec.err.Error()
+		} else {
+			status = "it exited with status 0"
+		}
+	default:
+	}
+	return nil, fmt.Errorf("%w: started %s serve, but %s was not served within %s (%s): %w",
+		ErrBrokerUnavailable, rec.bin, d.sock, timeout, status, last)
+}
+
+// sleep waits for t or until ctx ends.
+func (d *dialer) sleep(t time.Duration) error {
+	if t <= 0 {
+		return nil
+	}
+	timer := time.NewTimer(t)
+	defer timer.Stop()
+	select {
+	case <-d.ctx.Done():
+		return d.ctxErr()
+	case <-timer.C:
+		return nil
+	}
+}
+
+// ensureStarted starts `<bin> serve --socket <sock>` detached, unless this
+// process started a broker for sock less than window ago.
+func ensureStarted(cfg *AutoStartConfig, sock string, window time.Duration) (*startRecord, error) {
+	autoStarts.Lock()
+	defer autoStarts.Unlock()
+	if r := autoStarts.m[sock]; r != nil && time.Since(r.at) < window {
+		return r, nil
+	}
+	bin, err := resolveBinary(cfg)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(sock)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "serve", "--socket", abs)
+	// Stdin, Stdout and Stderr stay nil: the null device. The broker
+	// outlives this process and must not hold its terminal or pipes.
+	detach(cmd)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	r := &startRecord{at: time.Now(), bin: bin, exited: make(chan struct{})}
+	hook := testHookBrokerExited
+	// Reap the child whenever it exits, so it never lingers as a zombie
+	// while this process lives.
+	go func() {
+		r.err = cmd.Wait()
+		close(r.exited)
+		if hook != nil {
+			hook(r.err)
+		}
+	}()
+	if autoStarts.m == nil {
+		autoStarts.m = make(map[string]*startRecord)
+	}
+	autoStarts.m[sock] = r
+	return r, nil
+}
+
+// resolveBinary picks the portier executable: the configured one, else
+// $PORTIER_BIN, else this executable when it is portier itself (so `portier
+// dial` starts its own broker even when not on $PATH), else portier from
+// $PATH.
+func resolveBinary(cfg *AutoStartConfig) (string, error) {
+	if cfg.Binary != "" {
+		return cfg.Binary, nil
+	}
+	if b := os.Getenv("PORTIER_BIN"); b != "" {
+		return b, nil
+	}
+	if exe, err := os.Executable(); err == nil && strings.TrimSuffix(filepath.Base(exe), ".exe") == "portier" {
+		return exe, nil
+	}
+	bin, err := exec.LookPath("portier")
+	if err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return "", fmt.Errorf("no portier binary: set AutoStartConfig.Binary or $PORTIER_BIN, or put portier on $PATH: %w", err)
+		}
+		return "", err
+	}
+	return bin, nil
+}

@@ -1,0 +1,646 @@
+//go:build unix
+
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
+)
+
+const traceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+func TestHandoffAdopted(t *testing.T) {
+	e := newEnv(t, adoptScript)
+	early := []byte("REQ1")
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), Version("1.2.3"), EarlyData(early),
+		TraceParent(traceParent), HandshakeTimeout(ioTimeout), ReadyTimeout(ioTimeout))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Route() != Handoff || c.ConnectionID() != testConnID || c.BackendPipe() != e.rec.path || c.DaemonVersion() != "1.2.3" {
+		t.Fatalf("route %v id %d pipe %q version %q", c.Route(), c.ConnectionID(), c.BackendPipe(), c.DaemonVersion())
+	}
+	if string(early) != "REQ1" {
+		t.Fatal("Dial modified the early data")
+	}
+	hf, h := e.fb.last()
+	if h.GetServiceName() != "echo" || h.GetWantedVersion() != "1.2.3" ||
+		h.GetClientCapabilities() != wire.CapHandlePassing || hf.GetTraceparent() != traceParent {
+		t.Fatalf("hello: %v, traceparent %q", h, hf.GetTraceparent())
+	}
+	if got := readString(t, c, 2); got != "A>" {
+		t.Fatalf("first bytes from the backend %q, want A>", got)
+	}
+	if _, err := c.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The early data reached the backend exactly once, on the adopted
+	// connection, and backend_pipe was never dialed.
+	if got := e.fb.recvAdopted(t); got != "REQ1more" {
+		t.Fatalf("backend read %q, want REQ1more", got)
+	}
+	e.rec.assertUntouched(t)
+}
+
+// TestHandoffReadAhead has the broker and backend bytes arrive in one chunk,
+// so Dial reads the backend's first reply together with the handshake, and
+// checks that Read hands it out first, in order, however small the reads.
+func TestHandoffReadAhead(t *testing.T) {
+	const app = "hello from the backend"
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()), goodReady(fb.t), []byte(app))
+		write(c, []byte("|later"))
+		fb.adopted <- drain(c)
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Route() != Handoff {
+		t.Fatalf("route %v", c.Route())
+	}
+	if !c.hasPending.Load() {
+		t.Fatal("the backend's first bytes were not read ahead")
+	}
+	var got []byte
+	one := make([]byte, 1)
+	_ = c.SetReadDeadline(time.Now().Add(ioTimeout))
+	for len(got) < len(app)+len("|later") {
+		n, err := c.Read(one)
+		if err != nil {
+			t.Fatalf("read after %q: %v", got, err)
+		}
+		got = append(got, one[:n]...)
+	}
+	if string(got) != app+"|later" {
+		t.Fatalf("read %q", got)
+	}
+	if c.hasPending.Load() {
+		t.Fatal("read-ahead buffer not released")
+	}
+	_ = c.Close()
+	if got := e.fb.recvAdopted(t); got != "" {
+		t.Fatalf("backend read %q without early data", got)
+	}
+}
+
+// TestFallbackReconnect covers every way a handoff can fail after
+// Negotiated: each ends on the reconnect route, without an error, with the
+// early data replayed to backend_pipe exactly once.
+func TestFallbackReconnect(t *testing.T) {
+	ack := func(token []byte, accepted bool, corr uint64) *pb.HandoffAck {
+		return &pb.HandoffAck{Token: token, Accepted: accepted, CorrelationId: corr}
+	}
+	otherToken := make([]byte, wire.TokenLen)
+	copy(otherToken, testToken)
+	otherToken[15] ^= 1
+	ev := pb.FrameKind_FRAME_KIND_EVENT
+	cases := []struct {
+		name  string
+		ready func(t testing.TB) []byte // written after Negotiated; nil = nothing
+		reply func(fb *fakeBroker, hf *pb.Frame) []byte
+		wait  bool // keep the connection open until the client closes it
+		opts  []Option
+	}{
+		{name: "eof before ready event"},
+		{name: "refused ready event", wait: true, ready: func(t testing.TB) []byte {
+			return readyBytes(t, ev, testConnID, ack(testToken, false, testConnID))
+		}},
+		{name: "token mismatch", wait: true, ready: func(t testing.TB) []byte {
+			return readyBytes(t, ev, testConnID, ack(otherToken, true, testConnID))
+		}},
+		{name: "empty token", wait: true, ready: func(t testing.TB) []byte {
+			return readyBytes(t, ev, testConnID, ack(nil, true, testConnID))
+		}},
+		{name: "wrong correlation id", wait: true, ready: func(t testing.TB) []byte {
+			return readyBytes(t, ev, testConnID, ack(testToken, true, testConnID+1))
+		}},
+		{name: "wrong request id", wait: true, ready: func(t testing.TB) []byte {
+			return readyBytes(t, ev, testConnID+1, ack(testToken, true, testConnID))
+		}},
+		{name: "not an event", wait: true, ready: func(t testing.TB) []byte {
+			return readyBytes(t, pb.FrameKind_FRAME_KIND_RESPONSE, testConnID, ack(testToken, true, testConnID))
+		}},
+		{name: "garbage", wait: true, ready: func(testing.TB) []byte {
+			return []byte{0x02, 0xff, 0xff, 0xff, 0xff, 'x'}
+		}},
+		{name: "oversized event", wait: true, ready: func(testing.TB) []byte {
+			return []byte{0x01, 0xff, 0xff, 0xff, 0x7f}
+		}},
+		{name: "undecodable event", wait: true, ready: func(testing.TB) []byte {
+			return []byte{0x01, 0x02, 0x00, 0x00, 0x00, 0xff, 0xff}
+		}},
+		{name: "truncated event", ready: func(t testing.TB) []byte {
+			b := goodReady(t)
+			return b[:len(b)-3]
+		}},
+		{name: "ready timeout", wait: true, opts: []Option{ReadyTimeout(50 * time.Millisecond)}},
+		{name: "no token", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			return replyBytes(fb.t, hf, negotiated(fb.pipeOf(), nil, 0))
+		}},
+		{name: "token without capability", wait: true, reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			return replyBytes(fb.t, hf, negotiated(fb.pipeOf(), testToken, 0))
+		}},
+		{name: "short token", wait: true, reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			return replyBytes(fb.t, hf, negotiated(fb.pipeOf(), testToken[:8], wire.CapHandlePassing))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+				if tc.reply != nil {
+					write(c, tc.reply(fb, hf))
+				} else {
+					write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+				}
+				if tc.ready != nil {
+					write(c, tc.ready(fb.t))
+				}
+				if tc.wait {
+					drain(c)
+				}
+			})
+			opts := append([]Option{Socket(e.fb.sock), EarlyData([]byte("REQ1"))}, tc.opts...)
+			c, err := Dial(t.Context(), "echo", opts...)
+			if err != nil {
+				t.Fatalf("Dial: %v", err)
+			}
+			defer c.Close()
+			if c.Route() != Reconnect || c.ConnectionID() != testConnID || c.BackendPipe() != e.rec.path {
+				t.Fatalf("route %v id %d pipe %q", c.Route(), c.ConnectionID(), c.BackendPipe())
+			}
+			if got := readString(t, c, 2); got != "B>" {
+				t.Fatalf("got %q from backend_pipe", got)
+			}
+			if _, err := c.Write([]byte("more")); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.CloseWrite()
+			if rec := e.rec.next(t); rec.idx != 0 || rec.data != "REQ1more" {
+				t.Fatalf("backend_pipe connection #%d got %q, want #0 REQ1more", rec.idx, rec.data)
+			}
+		})
+	}
+}
+
+func TestNoHandoff(t *testing.T) {
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, h *pb.Hello) {
+		if h.GetClientCapabilities() != 0 {
+			fb.t.Errorf("NoHandoff client sent capabilities %#x", h.GetClientCapabilities())
+		}
+		write(c, replyBytes(fb.t, hf, negotiated(fb.pipeOf(), nil, 0)))
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), NoHandoff())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Route() != Reconnect {
+		t.Fatalf("route %v", c.Route())
+	}
+	_ = c.Close()
+	if rec := e.rec.next(t); rec.data != "" {
+		t.Fatalf("backend got %q without early data", rec.data)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	all := []error{ErrVersionUnsupported, ErrServiceUnknown, ErrSpawnFailed, ErrRateLimited, ErrShuttingDown,
+		ErrPeerRejected, ErrInternal, ErrVersionBlocked, ErrFDPressure}
+	cases := []struct {
+		code pb.ErrorCode
+		want error
+	}{
+		{pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, ErrVersionUnsupported},
+		{pb.ErrorCode_ERROR_SERVICE_UNKNOWN, ErrServiceUnknown},
+		{pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, ErrSpawnFailed},
+		{pb.ErrorCode_ERROR_RATE_LIMITED, ErrRateLimited},
+		{pb.ErrorCode_ERROR_SHUTTING_DOWN, ErrShuttingDown},
+		{pb.ErrorCode_ERROR_PEER_REJECTED, ErrPeerRejected},
+		{pb.ErrorCode_ERROR_INTERNAL, ErrInternal},
+		{pb.ErrorCode_ERROR_VERSION_BLOCKED, ErrVersionBlocked},
+		{pb.ErrorCode_ERROR_FD_PRESSURE, ErrFDPressure},
+		{pb.ErrorCode_ERROR_CODE_UNSPECIFIED, nil},
+		{pb.ErrorCode(15), nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.code.String(), func(t *testing.T) {
+			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+				r := wire.NewRefused(tc.code, "because", 1500*time.Millisecond, map[string]string{"field": "service_name"})
+				write(c, replyBytes(fb.t, hf, &pb.HelloReply{Result: &pb.HelloReply_Refused{Refused: r}}))
+			})
+			c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), EarlyData([]byte("REQ1")))
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial succeeded")
+			}
+			var re *RefusedError
+			if !errors.As(err, &re) {
+				t.Fatalf("error %v (%T) is not a *RefusedError", err, err)
+			}
+			if re.Code != tc.code || re.Reason != "because" || re.RetryAfter != 1500*time.Millisecond ||
+				re.Details["field"] != "service_name" {
+				t.Fatalf("refusal %+v", re)
+			}
+			for _, s := range all {
+				if got := errors.Is(err, s); got != (s == tc.want) {
+					t.Errorf("errors.Is(%v, %v) = %v", err, s, got)
+				}
+			}
+			if errors.Is(err, ErrBrokerUnavailable) || errors.Is(err, ErrProtocol) {
+				t.Errorf("refusal %v matches a non-refusal sentinel", err)
+			}
+			e.rec.assertUntouched(t)
+		})
+	}
+}
+
+// TestRefusalWithoutRequestID: a broker that could not parse the Hello
+// does not know its request id and refuses with 0.
+func TestRefusalWithoutRequestID(t *testing.T) {
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		b := replyBytes(fb.t, &pb.Frame{}, &pb.HelloReply{Result: &pb.HelloReply_Refused{
+			Refused: wire.NewRefused(pb.ErrorCode_ERROR_PEER_REJECTED, "too large", 0, nil)}})
+		write(c, b)
+	})
+	_, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+	if !errors.Is(err, ErrPeerRejected) {
+		t.Fatalf("got %v", err)
+	}
+	var re *RefusedError
+	if errors.As(err, &re) && re.RetryAfter != 0 {
+		t.Fatalf("retry after %v", re.RetryAfter)
+	}
+}
+
+func TestBrokerMissing(t *testing.T) {
+	checkFDs(t)
+	dir := shortDir(t)
+	t.Run("no socket", func(t *testing.T) {
+		_, err := Dial(t.Context(), "echo", Socket(filepath.Join(dir, "none.sock")))
+		if !errors.Is(err, ErrBrokerUnavailable) || !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("stale socket", func(t *testing.T) {
+		sock := filepath.Join(dir, "stale.sock")
+		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.SetUnlinkOnClose(false)
+		_ = l.Close()
+		_, err = Dial(t.Context(), "echo", Socket(sock))
+		if !errors.Is(err, ErrBrokerUnavailable) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	t.Run("default path from PORTIER_SOCKET", func(t *testing.T) {
+		t.Setenv("PORTIER_SOCKET", filepath.Join(dir, "env.sock"))
+		_, err := Dial(t.Context(), "echo")
+		if !errors.Is(err, ErrBrokerUnavailable) {
+			t.Fatalf("got %v", err)
+		}
+	})
+}
+
+func TestDefaultSocketPath(t *testing.T) {
+	t.Setenv("PORTIER_SOCKET", "")
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+	if p, _ := defaultSocketPath(); p != "/run/user/1000/portier/broker.sock" {
+		t.Errorf("with XDG_RUNTIME_DIR: %q", p)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", "relative/dir")
+	want := filepath.Join("/tmp", "portier-"+strconv.Itoa(os.Geteuid()), "broker.sock")
+	if p, _ := defaultSocketPath(); p != want {
+		t.Errorf("relative XDG_RUNTIME_DIR: %q, want %q", p, want)
+	}
+	t.Setenv("PORTIER_SOCKET", "/x/y.sock")
+	if p, _ := defaultSocketPath(); p != "/x/y.sock" {
+		t.Errorf("with PORTIER_SOCKET: %q", p)
+	}
+}
+
+// TestProtocolErrors: a broker that breaks the protocol before or in its
+// reply is an error (there is no backend_pipe to fall back to yet).
+func TestProtocolErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		reply func(fb *fakeBroker, hf *pb.Frame) []byte
+		is    error
+	}{
+		{name: "eof before reply", reply: func(*fakeBroker, *pb.Frame) []byte { return nil }, is: io.EOF},
+		{name: "truncated reply", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			b := handoffReply(fb.t, hf, fb.pipeOf())
+			return b[:len(b)-1]
+		}, is: io.ErrUnexpectedEOF},
+		{name: "bad framing byte", reply: func(*fakeBroker, *pb.Frame) []byte {
+			return []byte{0x07, 0, 0, 0, 0}
+		}, is: wire.ErrBadFramingVersion},
+		{name: "oversized reply", reply: func(*fakeBroker, *pb.Frame) []byte {
+			return []byte{0x01, 0, 0, 0, 0x01}
+		}, is: wire.ErrFrameTooLarge},
+		{name: "wrong request id", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			return replyBytes(fb.t, &pb.Frame{RequestId: hf.GetRequestId() + 1}, negotiated(fb.pipeOf(), nil, 0))
+		}},
+		{name: "event instead of reply", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			return readyBytes(fb.t, pb.FrameKind_FRAME_KIND_EVENT, hf.GetRequestId(), &pb.HandoffAck{})
+		}},
+		{name: "empty reply", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			return replyBytes(fb.t, hf, &pb.HelloReply{})
+		}},
+		{name: "undecodable reply", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			f, _ := wire.NewResponse(hf, wire.ProtocolControl, &pb.HelloReply{})
+			f.Payload = []byte{0xff, 0xff}
+			b, _ := wire.EncodeFrame(f)
+			return b
+		}},
+		{name: "other protocol version", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			r := negotiated(fb.pipeOf(), nil, 0)
+			r.GetNegotiated().NegotiatedProtocol = 2
+			return replyBytes(fb.t, hf, r)
+		}},
+		{name: "no backend_pipe", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
+			return replyBytes(fb.t, hf, negotiated("", nil, 0))
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+				if b := tc.reply(fb, hf); len(b) > 0 {
+					write(c, b)
+				}
+			})
+			// No early data: a peer that closes with unread bytes makes the
+			// kernel report ECONNRESET instead of EOF.
+			c, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+			if err == nil {
+				c.Close()
+				t.Fatal("Dial succeeded")
+			}
+			var pe *ProtocolError
+			if !errors.As(err, &pe) || !errors.Is(err, ErrProtocol) {
+				t.Fatalf("got %v (%T), want a *ProtocolError", err, err)
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Fatalf("got %v, want it to match %v", err, tc.is)
+			}
+			if errors.Is(err, ErrBrokerUnavailable) {
+				t.Fatalf("%v matches ErrBrokerUnavailable", err)
+			}
+		})
+	}
+}
+
+func TestBackendUnavailable(t *testing.T) {
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, replyBytes(fb.t, hf, negotiated(filepath.Join(filepath.Dir(fb.sock), "gone.sock"), nil, 0)))
+	})
+	_, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+	if !errors.Is(err, ErrBackendUnavailable) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestInvalidArgument(t *testing.T) {
+	for _, tc := range []struct {
+		service string
+		opts    []Option
+	}{
+		{"", nil},
+		{"Echo", nil},
+		{"echo", []Option{Version("1.2")}},
+		{"echo", []Option{Version("v1.2.3")}},
+		{"echo", []Option{TraceParent("\xff\xfe")}},
+		{"echo", []Option{TraceParent(strings.Repeat("0", 513))}},
+	} {
+		_, err := Dial(t.Context(), tc.service, append(tc.opts, Socket("/nonexistent/broker.sock"))...)
+		if !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("Dial(%q): got %v, want ErrInvalidArgument", tc.service, err)
+		}
+	}
+}
+
+func TestContextCancelled(t *testing.T) {
+	t.Run("before dial", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		_, err := Dial(ctx, "echo", Socket("/nonexistent/broker.sock"))
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v", err)
+		}
+	})
+	for _, stage := range []string{"awaiting reply", "awaiting ready event"} {
+		t.Run(stage, func(t *testing.T) {
+			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+				if stage == "awaiting ready event" {
+					write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+				}
+				drain(c)
+			})
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			type result struct {
+				c   *Conn
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				c, err := Dial(ctx, "echo", Socket(e.fb.sock), HandshakeTimeout(ioTimeout), ReadyTimeout(ioTimeout))
+				done <- result{c, err}
+			}()
+			<-e.fb.helloSeen
+			cancel()
+			r := <-done
+			if r.c != nil {
+				r.c.Close()
+			}
+			if !errors.Is(r.err, context.Canceled) {
+				t.Fatalf("got %v, want context.Canceled", r.err)
+			}
+			e.rec.assertUntouched(t)
+		})
+	}
+}
+
+func TestHelloSkip(t *testing.T) {
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, replyBytes(fb.t, hf, negotiated(fb.pipeOf(), nil, 0)))
+	})
+	dial := func(early string, opts ...Option) *Conn {
+		t.Helper()
+		c, err := Dial(t.Context(), "echo", append(opts, Socket(e.fb.sock), HelloSkip(), EarlyData([]byte(early)))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	finish := func(c *Conn, r *recorder, want string) {
+		t.Helper()
+		if got := readString(t, c, 2); got != "B>" {
+			t.Fatalf("got %q", got)
+		}
+		_ = c.Close()
+		if rec := r.next(t); rec.data != want {
+			t.Fatalf("backend got %q, want %q", rec.data, want)
+		}
+	}
+
+	// First dial: full Hello, fills the cache.
+	c := dial("one")
+	if c.Route() != Reconnect || e.fb.hellos.Load() != 1 {
+		t.Fatalf("first dial: route %v, %d hellos", c.Route(), e.fb.hellos.Load())
+	}
+	finish(c, e.rec, "one")
+
+	// Second: straight to the cached backend_pipe, no Hello.
+	c = dial("two")
+	if c.Route() != Direct || c.ConnectionID() != 0 || c.BackendPipe() != e.rec.path || c.DaemonVersion() != "1.2.3" {
+		t.Fatalf("second dial: route %v id %d pipe %q version %q", c.Route(), c.ConnectionID(), c.BackendPipe(), c.DaemonVersion())
+	}
+	if n := e.fb.hellos.Load(); n != 1 {
+		t.Fatalf("direct route sent a Hello (%d in all)", n)
+	}
+	finish(c, e.rec, "two")
+
+	// A different version is a different entry: full Hello.
+	c = dial("three", Version("2.0.0"))
+	if c.Route() != Reconnect || e.fb.hellos.Load() != 2 {
+		t.Fatalf("other version: route %v, %d hellos", c.Route(), e.fb.hellos.Load())
+	}
+	finish(c, e.rec, "three")
+
+	// The backend goes away and another takes over: the stale entry falls
+	// back to a full Hello silently, and the new pipe is cached.
+	e.rec.close()
+	rec2 := startRecorder(t, e.dir, "backend2.sock")
+	e.fb.pipe.Store(rec2.path)
+	c = dial("four")
+	if c.Route() != Reconnect || c.BackendPipe() != rec2.path || e.fb.hellos.Load() != 3 {
+		t.Fatalf("stale entry: route %v pipe %q, %d hellos", c.Route(), c.BackendPipe(), e.fb.hellos.Load())
+	}
+	finish(c, rec2, "four")
+	c = dial("five")
+	if c.Route() != Direct || c.BackendPipe() != rec2.path {
+		t.Fatalf("refreshed entry: route %v pipe %q", c.Route(), c.BackendPipe())
+	}
+	finish(c, rec2, "five")
+	if n := e.fb.hellos.Load(); n != 3 {
+		t.Fatalf("%d hellos", n)
+	}
+
+	// Without HelloSkip the cache is not consulted.
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Route() != Reconnect {
+		t.Fatalf("without HelloSkip: route %v", c.Route())
+	}
+	finish(c, rec2, "")
+}
+
+func TestConcurrentDials(t *testing.T) {
+	e := newEnv(t, adoptScript)
+	const n = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), EarlyData([]byte("x")))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			if c.Route() != Handoff {
+				errs <- errors.New("route " + c.Route().String())
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for range n {
+		if got := e.fb.recvAdopted(t); got != "x" {
+			t.Errorf("backend read %q", got)
+		}
+	}
+}
+
+func TestRouteString(t *testing.T) {
+	for r, want := range map[Route]string{Handoff: "handoff", Reconnect: "reconnect", Direct: "direct", 0: "Route(0)"} {
+		if r.String() != want {
+			t.Errorf("%d: %q", r, r.String())
+		}
+	}
+}
+
+func TestRefusedErrorMessage(t *testing.T) {
+	e := &RefusedError{Code: pb.ErrorCode_ERROR_RATE_LIMITED, Reason: "slow down", RetryAfter: 2 * time.Second}
+	if got, want := e.Error(), "portier: broker refused: RATE_LIMITED: slow down (retry after 2s)"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	huge := refusedError(&pb.Refused{RetryAfterMs: 1 << 63})
+	if huge.RetryAfter != 24*time.Hour {
+		t.Errorf("hostile retry_after_ms became %v", huge.RetryAfter)
+	}
+}
+
+// TestLastChance: after the ready timeout, a ready event already in the
+// receive buffer is still found (and adopted) rather than replaying early
+// data on the reconnect route; an empty buffer reads as EOF without waiting.
+func TestLastChance(t *testing.T) {
+	checkFDs(t)
+	dir := shortDir(t)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cc, err := net.DialUnix("unix", nil, ln.Addr().(*net.UnixAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	sc, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+
+	fr := &frameReader{r: cc, buf: make([]byte, readAheadSize)}
+	_ = cc.SetReadDeadline(time.Unix(1, 0)) // as after the ready timeout
+	if _, err := lastChance(cc, fr); !errors.Is(err, io.EOF) {
+		t.Fatalf("empty buffer: %v", err)
+	}
+	write(sc, goodReady(t), []byte("x"))
+	// The bytes are in cc's receive buffer once Write returns (local socket).
+	_ = cc.SetReadDeadline(time.Unix(1, 0))
+	ev, err := lastChance(cc, fr)
+	if err != nil || !readyMatches(ev, testToken, testConnID) {
+		t.Fatalf("ready event not found: %v %v", ev, err)
+	}
+	if string(fr.rest()) != "x" || fr.r != io.Reader(cc) {
+		t.Fatalf("rest %q, reader restored %v", fr.rest(), fr.r == io.Reader(cc))
+	}
+}

@@ -1,0 +1,77 @@
+//go:build unix
+
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// defaultSocketPath is the broker's endpoint: $PORTIER_SOCKET, else
+// $XDG_RUNTIME_DIR/portier/broker.sock (an absolute XDG_RUNTIME_DIR only, as
+// the XDG spec says), else /tmp/portier-$UID/broker.sock.
+func defaultSocketPath() (string, error) {
+	if p := os.Getenv("PORTIER_SOCKET"); p != "" {
+		return p, nil
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
+		return filepath.Join(d, "portier", "broker.sock"), nil
+	}
+	return filepath.Join("/tmp", fmt.Sprintf("portier-%d", os.Geteuid()), "broker.sock"), nil
+}
+
+// dialUnix connects to the Unix socket at path before deadline.
+func dialUnix(ctx context.Context, path string, deadline time.Time) (*net.UnixConn, error) {
+	d := net.Dialer{Deadline: deadline}
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		_ = c.Close()
+		return nil, fmt.Errorf("dial %s: unexpected connection type %T", path, c)
+	}
+	return uc, nil
+}
+
+// brokerMissing reports whether a dial error means nobody serves the socket:
+// no such file, or a stale socket that refuses connections.
+func brokerMissing(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// nonblockReader reads what is already in a socket's receive buffer without
+// waiting: an empty buffer reads as io.EOF.
+type nonblockReader struct{ rc syscall.RawConn }
+
+func (r nonblockReader) Read(p []byte) (int, error) {
+	var n int
+	var rerr error
+	err := r.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), p)
+			if rerr != syscall.EINTR {
+				return true // done, never wait
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == syscall.EAGAIN:
+		return 0, io.EOF
+	case rerr != nil:
+		return 0, rerr
+	case n <= 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}

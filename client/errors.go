@@ -1,0 +1,129 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	pb "github.com/portier/portier/wire/portierv1"
+)
+
+// Sentinels matched by *RefusedError (errors.Is), one per refusal code.
+var (
+	ErrVersionUnsupported = errors.New("portier: protocol version unsupported")
+	ErrServiceUnknown     = errors.New("portier: service unknown")
+	ErrSpawnFailed        = errors.New("portier: backend failed to start")
+	ErrRateLimited        = errors.New("portier: rate limited")
+	ErrShuttingDown       = errors.New("portier: broker shutting down")
+	ErrPeerRejected       = errors.New("portier: peer rejected")
+	ErrInternal           = errors.New("portier: broker internal error")
+	ErrVersionBlocked     = errors.New("portier: version blocked")
+	ErrFDPressure         = errors.New("portier: broker under descriptor pressure")
+)
+
+// Errors of Dial that are not refusals.
+var (
+	// ErrBrokerUnavailable: the broker's endpoint could not be reached (no
+	// socket, a stale socket, a socket served by another user, or AutoStart
+	// gave up). The underlying cause is wrapped too.
+	ErrBrokerUnavailable = errors.New("portier: broker unavailable")
+	// ErrBackendUnavailable: backend_pipe could not be dialed on the
+	// reconnect route. The broker promises it always can, so this means the
+	// backend died between the broker's reply and the dial.
+	ErrBackendUnavailable = errors.New("portier: backend endpoint unreachable")
+	// ErrProtocol is matched by *ProtocolError.
+	ErrProtocol = errors.New("portier: protocol error")
+	// ErrInvalidArgument: Dial's arguments would make an invalid Hello (for
+	// example a service name outside [a-z0-9-]{1,64}); detected before any
+	// connection is made.
+	ErrInvalidArgument = errors.New("portier: invalid argument")
+)
+
+// RefusedError is the broker's typed refusal of a Hello. errors.Is matches it
+// against the sentinel of its Code (ErrServiceUnknown, ErrVersionBlocked, ...).
+type RefusedError struct {
+	// Code is the stable refusal code.
+	Code pb.ErrorCode
+	// Reason is the broker's human-readable explanation.
+	Reason string
+	// RetryAfter is how long to wait before retrying; 0 means retrying will
+	// not help.
+	RetryAfter time.Duration
+	// Details carries machine-readable context, for example "field".
+	Details map[string]string
+}
+
+// Error names the code and the reason, and the retry delay when there is one.
+func (e *RefusedError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "portier: broker refused: %s", strings.TrimPrefix(e.Code.String(), "ERROR_"))
+	if e.Reason != "" {
+		b.WriteString(": ")
+		b.WriteString(e.Reason)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, " (retry after %s)", e.RetryAfter)
+	}
+	return b.String()
+}
+
+// Is matches the sentinel that belongs to e.Code.
+func (e *RefusedError) Is(target error) bool {
+	s := codeSentinel(e.Code)
+	return s != nil && s == target
+}
+
+func codeSentinel(c pb.ErrorCode) error {
+	switch c {
+	case pb.ErrorCode_ERROR_VERSION_UNSUPPORTED:
+		return ErrVersionUnsupported
+	case pb.ErrorCode_ERROR_SERVICE_UNKNOWN:
+		return ErrServiceUnknown
+	case pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED:
+		return ErrSpawnFailed
+	case pb.ErrorCode_ERROR_RATE_LIMITED:
+		return ErrRateLimited
+	case pb.ErrorCode_ERROR_SHUTTING_DOWN:
+		return ErrShuttingDown
+	case pb.ErrorCode_ERROR_PEER_REJECTED:
+		return ErrPeerRejected
+	case pb.ErrorCode_ERROR_INTERNAL:
+		return ErrInternal
+	case pb.ErrorCode_ERROR_VERSION_BLOCKED:
+		return ErrVersionBlocked
+	case pb.ErrorCode_ERROR_FD_PRESSURE:
+		return ErrFDPressure
+	}
+	return nil
+}
+
+func refusedError(r *pb.Refused) *RefusedError {
+	e := &RefusedError{Code: r.GetCode(), Reason: r.GetReason(), Details: r.GetDetails()}
+	if ms := r.GetRetryAfterMs(); ms > 0 {
+		// Cap the conversion so a hostile value cannot overflow Duration.
+		e.RetryAfter = time.Duration(min(ms, uint64(24*time.Hour/time.Millisecond))) * time.Millisecond
+	}
+	return e
+}
+
+// ProtocolError reports a broker that broke the protocol before or in its
+// reply to the Hello: the connection ended or failed before a reply, the
+// reply was malformed, or it was not a HelloReply to this Hello. (Failures
+// after Negotiated are not errors: they take the reconnect route.)
+type ProtocolError struct {
+	// Op is the step that failed, for example "read hello reply".
+	Op string
+	// Err is the cause: io.EOF, a wire error, a decode error, ...
+	Err error
+}
+
+func (e *ProtocolError) Error() string {
+	return "portier: protocol error: " + e.Op + ": " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// Is matches ErrProtocol.
+func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }

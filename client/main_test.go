@@ -1,0 +1,85 @@
+//go:build unix
+
+package client
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
+	"go.uber.org/goleak"
+)
+
+// Helper-process modes: the test binary re-executed as a fake `portier
+// serve` for the AutoStart tests.
+const (
+	helperEnv     = "PORTIER_CLIENT_TEST_HELPER"      // "broker" or "nobind"
+	helperPipeEnv = "PORTIER_CLIENT_TEST_HELPER_PIPE" // backend_pipe the fake broker names
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		os.Exit(runHelper(mode, os.Args[1:]))
+	}
+	warmUp()
+	goleak.VerifyTestMain(m)
+}
+
+// warmUp makes the runtime open the descriptors it keeps for good (the
+// network poller's), so per-test descriptor counts compare like with like.
+func warmUp() {
+	dir, err := os.MkdirTemp("", "pcw")
+	if err != nil {
+		return
+	}
+	defer os.RemoveAll(dir)
+	if l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"}); err == nil {
+		_ = l.Close()
+	}
+}
+
+// runHelper is the fake broker: `serve --socket PATH`. In mode "broker" it
+// binds PATH, answers one Hello with a Negotiated naming $helperPipeEnv (no
+// handoff) and exits. In mode "nobind" it exits at once without binding.
+func runHelper(mode string, args []string) int {
+	if len(args) != 3 || args[0] != "serve" || args[1] != "--socket" {
+		fmt.Fprintf(os.Stderr, "helper: unexpected arguments %q\n", args)
+		return 2
+	}
+	if mode == "nobind" {
+		return 0
+	}
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: args[2], Net: "unix"})
+	if err != nil {
+		return 3
+	}
+	defer l.Close()
+	// Bounded life: a test that never connects must not leave us behind.
+	_ = l.SetDeadline(time.Now().Add(20 * time.Second))
+	c, err := l.AcceptUnix()
+	if err != nil {
+		return 4
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	hf, err := wire.ReadFrame(c, wire.MaxHelloBody)
+	if err != nil {
+		return 5
+	}
+	reply := &pb.HelloReply{Result: &pb.HelloReply_Negotiated{Negotiated: &pb.Negotiated{
+		NegotiatedProtocol: 1, BackendPipe: os.Getenv(helperPipeEnv), ConnectionId: 1, DaemonVersion: "9.9.9",
+	}}}
+	f, err := wire.NewResponse(hf, wire.ProtocolControl, reply)
+	if err != nil {
+		return 6
+	}
+	if err := wire.WriteFrame(c, f); err != nil {
+		return 7
+	}
+	return 0
+}

@@ -1,0 +1,129 @@
+package client
+
+import "time"
+
+// Defaults of the timeouts Dial applies when the caller sets none.
+const (
+	// DefaultHandshakeTimeout bounds connecting to the broker and receiving
+	// its reply, and separately dialing backend_pipe and writing early data.
+	DefaultHandshakeTimeout = 5 * time.Second
+	// DefaultReadyTimeout bounds the wait for the handoff-ready event after
+	// Negotiated.
+	DefaultReadyTimeout = 2 * time.Second
+	// DefaultAutoStartTimeout bounds how long Dial waits for a broker it
+	// started to bind its socket.
+	DefaultAutoStartTimeout = 5 * time.Second
+)
+
+// Option configures Dial.
+type Option func(*config)
+
+type config struct {
+	version          string
+	socket           string
+	handshakeTimeout time.Duration
+	readyTimeout     time.Duration
+	noHandoff        bool
+	autoStart        *AutoStartConfig
+	helloSkip        bool
+	earlyData        []byte
+	traceParent      string
+}
+
+func newConfig(opts []Option) config {
+	c := config{handshakeTimeout: DefaultHandshakeTimeout, readyTimeout: DefaultReadyTimeout}
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	return c
+}
+
+// Version asks for a specific backend version (MAJOR.MINOR.PATCH[-pre]).
+// Without it the broker picks the version the service definition names.
+func Version(v string) Option { return func(c *config) { c.version = v } }
+
+// Socket sets the broker's endpoint. Without it Dial uses $PORTIER_SOCKET,
+// else $XDG_RUNTIME_DIR/portier/broker.sock, else
+// /tmp/portier-$UID/broker.sock.
+func Socket(path string) Option { return func(c *config) { c.socket = path } }
+
+// HandshakeTimeout bounds connecting to the broker plus receiving its reply
+// (which may include the broker starting the backend), and separately the
+// dial of backend_pipe with its early-data write. d <= 0 keeps the default
+// (DefaultHandshakeTimeout). ctx's deadline, when earlier, wins.
+func HandshakeTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.handshakeTimeout = d
+		}
+	}
+}
+
+// ReadyTimeout bounds the wait for the handoff-ready event after Negotiated;
+// when it expires the client silently takes the reconnect route. d <= 0
+// keeps the default (DefaultReadyTimeout).
+func ReadyTimeout(d time.Duration) Option {
+	return func(c *config) {
+		if d > 0 {
+			c.readyTimeout = d
+		}
+	}
+}
+
+// NoHandoff tells the broker that this client will not adopt a handed-off
+// connection (CAP_HANDLE_PASSING is not sent), so it always takes the
+// reconnect route (or the direct route with HelloSkip).
+func NoHandoff() Option { return func(c *config) { c.noHandoff = true } }
+
+// HelloSkip enables the per-process hello-skip cache. A Dial that completes a
+// Hello records the backend_pipe it was given under (broker socket, service,
+// version as asked). A later Dial with HelloSkip and a cached entry dials that
+// backend_pipe directly (Route Direct) without talking to the broker; if the
+// dial fails the entry is dropped and a full Hello follows, silently.
+//
+// The key is the version as asked, including the empty "whatever the
+// definition names": with an empty Version a cached entry keeps reaching the
+// backend that served the first Dial for as long as that backend listens,
+// even if the definition has since named a newer version. Pass Version for an
+// exact match. A direct dial also bypasses broker policy (rate limits, a
+// version blocked after the entry was cached) for as long as that backend
+// lives.
+func HelloSkip() Option { return func(c *config) { c.helloSkip = true } }
+
+// EarlyData sends b, the caller's first request, in the same write as the
+// Hello, so it reaches the backend without an extra round trip. When the
+// handoff does not complete, b is written again on the reconnect route; the
+// backend writes its ready event before its application reads, so b is not
+// delivered twice (see the package documentation). The one exception is a
+// backend that adopts at the very instant ReadyTimeout expires: Dial takes a
+// last look for the ready event before giving up, which leaves a window of
+// microseconds. b is neither kept nor modified after Dial returns.
+func EarlyData(b []byte) Option { return func(c *config) { c.earlyData = b } }
+
+// TraceParent sets the W3C traceparent carried in the Hello frame; the broker
+// propagates it to backends it spawns.
+func TraceParent(tp string) Option { return func(c *config) { c.traceParent = tp } }
+
+// AutoStartConfig configures AutoStart. The zero value uses the defaults.
+type AutoStartConfig struct {
+	// Binary is the portier executable to start. Empty: $PORTIER_BIN, else
+	// the running executable when it is named portier, else portier from
+	// $PATH.
+	Binary string
+	// Timeout bounds the wait for the started broker to bind its socket.
+	// <= 0 means DefaultAutoStartTimeout. ctx's deadline, when earlier, wins.
+	Timeout time.Duration
+}
+
+// AutoStart makes Dial start the broker when its socket is missing (no file,
+// or a stale socket nobody accepts on): it runs `<binary> serve --socket
+// <path>` detached from this process (own session or process group, stdio
+// on the null device) and retries the connection with exponential backoff
+// (5 ms doubling up to 200 ms) until cfg.Timeout. Concurrent Dials in one
+// process start at most one broker per socket path and timeout window; a
+// broker started by another process wins the singleton bind and is used.
+func AutoStart(cfg AutoStartConfig) Option {
+	return func(c *config) { c.autoStart = &cfg }
+}
