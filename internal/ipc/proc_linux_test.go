@@ -74,11 +74,10 @@ func TestParseStatStartTime(t *testing.T) {
 		"",
 		"4242 cat S 1",
 		"4242 (cat) S 1 2 3",
-		strings.Replace(statLine("cat", 1), " 1 ", " x ", 1) + "",
 		"4242 (cat) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 -5 20",
 		"4242 (cat) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 99999999999999999999999 20",
 	} {
-		if got, err := parseStatStartTime([]byte(bad)); err == nil && !strings.Contains(bad, " x ") {
+		if got, err := parseStatStartTime([]byte(bad)); err == nil {
 			t.Errorf("%q: parsed as %d", bad, got)
 		}
 	}
