@@ -1,13 +1,14 @@
 package servicedef
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -15,168 +16,292 @@ import (
 	"github.com/portier/portier/wire"
 )
 
-// ErrUnknown: no definition file for the service.
+// ErrUnknown reports that no definition file exists for a service. Lookup
+// wraps it with the details; test with errors.Is.
 var ErrUnknown = errors.New("servicedef: unknown service")
 
-// ErrUnsafeDir matches *DirError: the services directory could let another
-// user define what the broker runs.
+// ErrUnsafeDir matches every *DirError: the services directory could let
+// someone else choose what the broker runs.
 var ErrUnsafeDir = errors.New("servicedef: unsafe services directory")
 
-// DirError explains why the services directory is refused and how to fix it.
+// MaxFileSize caps a definition file; real ones are a few hundred bytes.
+const MaxFileSize = 1 << 20
+
+// Stable DirError.Problem codes.
+const (
+	ProblemSymlink  = "symlink"   // the directory is a symbolic link
+	ProblemNotDir   = "not_dir"   // the path is not a directory
+	ProblemNotOwner = "not_owner" // owned by neither the current user nor root
+	ProblemBadMode  = "bad_mode"  // writable by group or others
+)
+
+// DirError explains why the services directory is refused and how to fix
+// it. It matches ErrUnsafeDir.
 type DirError struct {
-	Dir    string
-	Reason string
+	Dir     string
+	Problem string // one of the Problem* codes
+	Reason  string // what was found and the fix
 }
 
-func (e *DirError) Error() string { return fmt.Sprintf("services directory %s: %s", e.Dir, e.Reason) }
+// Error formats the problem and its fix.
+func (e *DirError) Error() string {
+	return fmt.Sprintf("servicedef: services directory %s refused (%s): %s", e.Dir, e.Problem, e.Reason)
+}
 
-// Is matches ErrUnsafeDir.
+// Is makes errors.Is(err, ErrUnsafeDir) true.
 func (e *DirError) Is(target error) bool { return target == ErrUnsafeDir }
 
-// fileKey identifies one version of a file: a rewrite within the same
-// mtime tick still changes size, inode (atomic rename) or ctime.
+// racyWindow is how close to the moment we read a file its mtime may be
+// for the stat-based change check to be untrustworthy: a filesystem with
+// coarse timestamps (FAT: 2 s) can show the same mtime for two different
+// writes. Such "racily clean" files are re-read and compared byte for byte
+// until they are older than this.
+const racyWindow = 2 * time.Second
+
+// fileKey identifies one version of a file as far as stat can tell. Any
+// write changes mtime and ctime (at the filesystem's timestamp resolution);
+// a rewrite of the same size within one timestamp tick still changes the
+// inode if done by rename (the way editors save), and ctime catches a
+// chmod/chtimes that restores mtime. What stat cannot see at all, a
+// same-size in-place rewrite within one tick, is caught by the racy check.
 type fileKey struct {
-	mtime, ctime time.Time
-	size         int64
-	ino          uint64
+	mtime time.Time
+	ctime time.Time
+	size  int64
+	dev   uint64
+	ino   uint64
 }
 
-func keyOf(fi fs.FileInfo) fileKey {
+// sysInfo is what a platform's stat adds to fs.FileInfo.
+type sysInfo struct {
+	dev, ino uint64
+	ctime    time.Time
+}
+
+func statKey(fi fs.FileInfo) fileKey {
 	k := fileKey{mtime: fi.ModTime(), size: fi.Size()}
-	k.ino, k.ctime, _, _ = sysStat(fi)
+	if st, ok := sysStat(fi); ok {
+		k.dev, k.ino, k.ctime = st.dev, st.ino, st.ctime
+	}
 	return k
 }
 
-type cached struct {
-	key fileKey
-	def *Definition
-	err error
+type entry struct {
+	key  fileKey
+	def  *Definition
+	err  error
+	data []byte // kept while racy, for the byte-for-byte comparison
+	racy bool
 }
 
-// Registry reads definitions from a directory. Lookup stats the file each
-// time and re-parses only when it changed, so an added or edited definition
-// is seen by the very next lookup, with no watcher goroutine.
+// Registry serves the definitions in one directory. Each Lookup stats
+// <dir>/<name>.toml and re-reads and re-parses it only when it changed, so
+// a new or edited file is seen by the very next Lookup, without a restart
+// and without a watcher goroutine. A broken file affects only its own
+// service. A Registry is safe for concurrent use.
 type Registry struct {
 	dir string
 	log *slog.Logger
 
+	// keyOf is statKey; tests replace it to simulate a filesystem whose
+	// timestamps cannot tell two writes apart.
+	keyOf func(fs.FileInfo) fileKey
+
 	mu    sync.Mutex
-	cache map[string]cached
+	cache map[string]*entry
 }
 
-// NewRegistry reads definitions from dir. logger may be nil.
+// NewRegistry serves definitions from dir, which need not exist yet (every
+// service is then unknown). logger may be nil; it gets one record per
+// definition change (loaded, invalid, removed), never file contents.
 func NewRegistry(dir string, logger *slog.Logger) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{dir: dir, log: logger, cache: make(map[string]cached)}
+	return &Registry{dir: filepath.Clean(dir), log: logger, keyOf: statKey, cache: make(map[string]*entry)}
 }
 
 // Dir is the services directory.
 func (r *Registry) Dir() string { return r.dir }
 
-// checkDir refuses a directory another user could write to.
-func (r *Registry) checkDir() error {
+// checkDir refuses a directory someone else could write definitions into.
+// It costs one lstat, so it runs on every Lookup and a fixed (or broken)
+// directory is noticed at once. exists is false when dir is missing.
+func (r *Registry) checkDir() (exists bool, err error) {
 	fi, err := os.Lstat(r.dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // no definitions yet: every lookup is ErrUnknown
+		return false, nil
 	}
 	if err != nil {
-		return err
+		return false, fmt.Errorf("servicedef: services directory: %w", err)
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
-		if fi, err = os.Stat(r.dir); err != nil {
-			return err
+		reason := "it is a symbolic link; configure the directory it points to instead"
+		if real, err := filepath.EvalSymlinks(r.dir); err == nil {
+			reason = fmt.Sprintf("it is a symbolic link; configure the real directory %s instead", real)
 		}
+		return false, &DirError{Dir: r.dir, Problem: ProblemSymlink, Reason: reason}
 	}
 	if !fi.IsDir() {
-		return &DirError{Dir: r.dir, Reason: "not a directory"}
+		return false, &DirError{Dir: r.dir, Problem: ProblemNotDir, Reason: "it is not a directory"}
 	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return &DirError{Dir: r.dir, Reason: fmt.Sprintf("mode %04o lets group or others write definitions; run: chmod go-w %s", fi.Mode().Perm(), r.dir)}
+	if problem, reason := unsafePerm(fi, r.dir, "definitions"); problem != "" {
+		return false, &DirError{Dir: r.dir, Problem: problem, Reason: reason}
 	}
-	if _, _, uid, ok := sysStat(fi); ok && uid != os.Getuid() {
-		return &DirError{Dir: r.dir, Reason: fmt.Sprintf("owned by uid %d, not by you (uid %d)", uid, os.Getuid())}
-	}
-	return nil
+	return true, nil
 }
 
-// Lookup returns the current definition of name: ErrUnknown when there is
-// no file, or the file's *Error when it is invalid (other services are not
-// affected).
+// Lookup returns the current definition of service name. A missing file
+// (or directory) yields an error matching ErrUnknown; an invalid file its
+// *Error (other services are unaffected); an unsafe directory a *DirError.
+// The returned Definition is shared: do not modify it.
 func (r *Registry) Lookup(name string) (*Definition, error) {
 	if !wire.ValidServiceName(name) {
-		return nil, ErrUnknown
+		return nil, fmt.Errorf("%w: %q is not a valid service name", ErrUnknown, name)
 	}
-	if err := r.checkDir(); err != nil {
+	exists, err := r.checkDir()
+	if err != nil {
 		return nil, err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !exists {
+		r.forgetLocked(name)
+		return nil, fmt.Errorf("%w: %q (the services directory %s does not exist)", ErrUnknown, name, r.dir)
+	}
+	return r.lookupLocked(name)
+}
+
+func (r *Registry) forgetLocked(name string) {
+	if _, ok := r.cache[name]; ok {
+		delete(r.cache, name)
+		r.log.Info("service definition removed", "service", name)
+	}
+}
+
+func (r *Registry) lookupLocked(name string) (*Definition, error) {
 	path := filepath.Join(r.dir, name+".toml")
 	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		r.forgetLocked(name)
+		return nil, fmt.Errorf("%w: %q (no %s)", ErrUnknown, name, path)
+	}
 	if err != nil {
-		r.mu.Lock()
-		delete(r.cache, name)
-		r.mu.Unlock()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, ErrUnknown
+		return nil, fmt.Errorf("servicedef: %w", err)
+	}
+	old := r.cache[name]
+	if old != nil && !old.racy && old.key == r.keyOf(fi) {
+		return old.def, old.err
+	}
+	e := r.load(path, fi, old)
+	if old == nil || e.def != old.def || e.err != old.err {
+		if e.err != nil {
+			r.log.Warn("invalid service definition", "service", name, "err", e.err)
+		} else {
+			r.log.Info("service definition loaded", "service", name, "version", e.def.Version, "file", path)
 		}
-		return nil, err
 	}
-	k := keyOf(fi)
-	r.mu.Lock()
-	c, ok := r.cache[name]
-	r.mu.Unlock()
-	if ok && c.key == k {
-		return c.def, c.err
+	r.cache[name] = e
+	return e.def, e.err
+}
+
+// load reads and parses path. When old is a racy entry and the bytes are
+// unchanged, its result is kept rather than parsed again.
+func (r *Registry) load(path string, fi fs.FileInfo, old *entry) *entry {
+	fail := func(msg string, args ...any) *entry {
+		return &entry{key: r.keyOf(fi), err: &Error{File: path, Msg: fmt.Sprintf(msg, args...)}, racy: true}
 	}
-	data, err := os.ReadFile(path)
+	if !fi.Mode().IsRegular() {
+		// Checked before opening: opening a FIFO would block.
+		return fail("not a regular file; a service definition must be a plain file")
+	}
+	readAt := time.Now()
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return fail("cannot open: %v", err)
 	}
-	def, perr := Parse(path, data)
-	if perr != nil {
-		r.log.Warn("invalid service definition", "err", perr)
+	defer f.Close()
+	fi, err = f.Stat() // describe exactly the file we read
+	if err != nil {
+		return fail("cannot stat: %v", err)
 	}
-	r.mu.Lock()
-	r.cache[name] = cached{key: k, def: def, err: perr}
-	r.mu.Unlock()
-	return def, perr
+	if !fi.Mode().IsRegular() {
+		return fail("not a regular file; a service definition must be a plain file")
+	}
+	if problem, reason := unsafePerm(fi, path, "this definition"); problem != "" {
+		return &entry{key: r.keyOf(fi), err: &Error{File: path, Msg: reason}}
+	}
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return fail("cannot read: %v", err)
+	}
+	if len(data) > MaxFileSize {
+		return &entry{key: r.keyOf(fi), err: &Error{File: path, Msg: fmt.Sprintf("file is larger than %d bytes; a service definition is a few lines of TOML", MaxFileSize)}}
+	}
+	e := &entry{key: r.keyOf(fi)}
+	// Racily clean: modified so close to now that a later write could
+	// leave the same stat key behind. Keep the bytes to compare.
+	if fi.ModTime().After(readAt.Add(-racyWindow)) {
+		e.racy, e.data = true, data
+	}
+	if old != nil && old.data != nil && bytes.Equal(old.data, data) {
+		e.def, e.err = old.def, old.err
+		return e
+	}
+	def, err := Parse(path, data)
+	if err != nil {
+		e.err = err
+		return e
+	}
+	def.ModTime = fi.ModTime()
+	e.def = def
+	return e
 }
 
 // Entry is one definition file as List sees it.
 type Entry struct {
+	// Name is the file's stem, the service name it claims.
 	Name string
-	Def  *Definition // nil when Err is set
-	Err  error
+	// File is the file's path.
+	File string
+	// Def is the definition; nil when Err is set.
+	Def *Definition
+	// Err says why the file is not a usable definition.
+	Err error
 }
 
-// List parses every *.toml in the directory, sorted by name.
+// List returns every <name>.toml in the directory, sorted by name, each
+// with its definition or its error (for portier services). Hidden files
+// (".name.toml", editor leftovers) are skipped. A missing directory lists
+// as empty; an unsafe one is an error.
 func (r *Registry) List() ([]Entry, error) {
-	if err := r.checkDir(); err != nil {
+	exists, err := r.checkDir()
+	if err != nil || !exists {
 		return nil, err
 	}
-	ents, err := os.ReadDir(r.dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
+	ents, err := os.ReadDir(r.dir) // sorted by file name
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("servicedef: list services: %w", err)
 	}
 	var out []Entry
-	for _, e := range ents {
-		name, ok := strings.CutSuffix(e.Name(), ".toml")
-		if !ok || e.IsDir() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, de := range ents {
+		name, ok := strings.CutSuffix(de.Name(), ".toml")
+		if !ok || strings.HasPrefix(name, ".") {
 			continue
 		}
-		path := filepath.Join(r.dir, e.Name())
-		data, err := os.ReadFile(path)
-		if err != nil {
-			out = append(out, Entry{Name: name, Err: err})
+		path := filepath.Join(r.dir, de.Name())
+		if !wire.ValidServiceName(name) {
+			out = append(out, Entry{Name: name, File: path, Err: &Error{File: path,
+				Msg: "the file name is not a valid service name: rename it to <name>.toml with 1 to 64 characters from a-z, 0-9 and '-'"}})
 			continue
 		}
-		def, err := Parse(path, data)
-		out = append(out, Entry{Name: name, Def: def, Err: err})
+		def, err := r.lookupLocked(name)
+		if errors.Is(err, ErrUnknown) {
+			continue // removed since ReadDir
+		}
+		out = append(out, Entry{Name: name, File: path, Def: def, Err: err})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }

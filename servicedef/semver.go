@@ -1,118 +1,164 @@
 package servicedef
 
 import (
-	"slices"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/portier/portier/wire"
 )
 
-// Semver is a parsed MAJOR.MINOR.PATCH[-prerelease] version.
+// Semver is a parsed version in portier's version grammar: the wire's
+// MAJOR.MINOR.PATCH[-PRERELEASE] (no build metadata; pre-release
+// identifiers use a-z and 0-9), read with the SemVer 2.0.0 rules: no leading
+// zeros in numbers, no empty pre-release identifiers.
 type Semver struct {
 	Major, Minor, Patch uint64
-	Pre                 []string // dot-separated prerelease identifiers
+	// Prerelease holds the dot-separated pre-release identifiers, nil for a
+	// release.
+	Prerelease []string
 }
 
-// ParseSemver parses a version the wire package accepts.
-func ParseSemver(s string) (Semver, bool) {
-	if !wire.ValidVersion(s) {
-		return Semver{}, false
+// ParseSemver parses s. It accepts exactly what wire.ValidVersion accepts,
+// minus what SemVer 2.0.0 forbids (leading zeros, empty identifiers), and
+// says which part is wrong.
+func ParseSemver(s string) (Semver, error) {
+	if len(s) > wire.MaxVersion {
+		return Semver{}, fmt.Errorf("longer than %d bytes", wire.MaxVersion)
 	}
-	core, pre, _ := strings.Cut(s, "-")
+	core, pre, hasPre := strings.Cut(s, "-")
 	parts := strings.Split(core, ".")
+	if len(parts) != 3 {
+		return Semver{}, errors.New("not three dot-separated numbers")
+	}
 	var v Semver
-	var err error
-	if v.Major, err = strconv.ParseUint(parts[0], 10, 64); err != nil {
-		return Semver{}, false
+	for i, dst := range []*uint64{&v.Major, &v.Minor, &v.Patch} {
+		n, err := parseNumber(parts[i])
+		if err != nil {
+			return Semver{}, fmt.Errorf("%s %q: %w", [...]string{"major", "minor", "patch"}[i], parts[i], err)
+		}
+		*dst = n
 	}
-	if v.Minor, err = strconv.ParseUint(parts[1], 10, 64); err != nil {
-		return Semver{}, false
+	if !hasPre {
+		return v, nil
 	}
-	if v.Patch, err = strconv.ParseUint(parts[2], 10, 64); err != nil {
-		return Semver{}, false
+	if pre == "" {
+		return Semver{}, errors.New("empty pre-release after '-'")
 	}
-	if pre != "" {
-		v.Pre = strings.Split(pre, ".")
+	v.Prerelease = strings.Split(pre, ".")
+	for _, id := range v.Prerelease {
+		if id == "" {
+			return Semver{}, errors.New("empty pre-release identifier")
+		}
+		numeric := true
+		for i := 0; i < len(id); i++ {
+			c := id[i]
+			switch {
+			case c >= '0' && c <= '9':
+			case c >= 'a' && c <= 'z':
+				numeric = false
+			default:
+				return Semver{}, fmt.Errorf("pre-release %q: only a-z, 0-9 and '.' are allowed", pre)
+			}
+		}
+		if numeric && len(id) > 1 && id[0] == '0' {
+			return Semver{}, fmt.Errorf("pre-release identifier %q has a leading zero", id)
+		}
 	}
-	return v, true
+	return v, nil
 }
 
-// Compare orders two valid versions by semver precedence (-1, 0, +1): a
-// prerelease sorts before its release; numeric identifiers compare
-// numerically and before alphanumeric ones. Invalid versions sort first.
-func Compare(a, b string) int {
-	va, okA := ParseSemver(a)
-	vb, okB := ParseSemver(b)
-	switch {
-	case !okA && !okB:
-		return strings.Compare(a, b)
-	case !okA:
-		return -1
-	case !okB:
-		return 1
+func parseNumber(s string) (uint64, error) {
+	if s == "" {
+		return 0, errors.New("empty")
 	}
-	for _, c := range [][2]uint64{{va.Major, vb.Major}, {va.Minor, vb.Minor}, {va.Patch, vb.Patch}} {
-		if c[0] != c[1] {
-			if c[0] < c[1] {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, errors.New("not a number")
+		}
+	}
+	if len(s) > 1 && s[0] == '0' {
+		return 0, errors.New("leading zero")
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, errors.New("too large")
+	}
+	return n, nil
+}
+
+// String formats v in the canonical form ParseSemver accepts.
+func (v Semver) String() string {
+	s := fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch)
+	if len(v.Prerelease) > 0 {
+		s += "-" + strings.Join(v.Prerelease, ".")
+	}
+	return s
+}
+
+// Compare orders versions by SemVer 2.0.0 precedence and returns -1, 0 or
+// +1: numbers compare numerically; a pre-release sorts before its release
+// (1.0.0-rc.1 < 1.0.0); pre-releases compare identifier by identifier,
+// numeric identifiers numerically and below alphanumeric ones, and a
+// shorter list of otherwise equal identifiers first.
+func Compare(a, b Semver) int {
+	for _, p := range [][2]uint64{{a.Major, b.Major}, {a.Minor, b.Minor}, {a.Patch, b.Patch}} {
+		if p[0] != p[1] {
+			if p[0] < p[1] {
 				return -1
 			}
 			return 1
 		}
 	}
 	switch {
-	case len(va.Pre) == 0 && len(vb.Pre) == 0:
+	case len(a.Prerelease) == 0 && len(b.Prerelease) == 0:
 		return 0
-	case len(va.Pre) == 0:
+	case len(a.Prerelease) == 0:
 		return 1
-	case len(vb.Pre) == 0:
+	case len(b.Prerelease) == 0:
 		return -1
 	}
-	for i := 0; i < len(va.Pre) && i < len(vb.Pre); i++ {
-		if c := comparePre(va.Pre[i], vb.Pre[i]); c != 0 {
+	for i := 0; i < len(a.Prerelease) && i < len(b.Prerelease); i++ {
+		if c := compareIdent(a.Prerelease[i], b.Prerelease[i]); c != 0 {
 			return c
 		}
 	}
 	switch {
-	case len(va.Pre) < len(vb.Pre):
+	case len(a.Prerelease) < len(b.Prerelease):
 		return -1
-	case len(va.Pre) > len(vb.Pre):
+	case len(a.Prerelease) > len(b.Prerelease):
 		return 1
 	}
 	return 0
 }
 
-func comparePre(a, b string) int {
-	na, errA := strconv.ParseUint(a, 10, 64)
-	nb, errB := strconv.ParseUint(b, 10, 64)
+func compareIdent(x, y string) int {
+	xn, yn := isNumeric(x), isNumeric(y)
 	switch {
-	case errA == nil && errB == nil:
-		switch {
-		case na < nb:
-			return -1
-		case na > nb:
+	case xn && yn:
+		// No leading zeros, so the longer number is the larger one, and
+		// arbitrarily long identifiers never overflow.
+		if len(x) != len(y) {
+			if len(x) < len(y) {
+				return -1
+			}
 			return 1
 		}
-		return 0
-	case errA == nil:
+		return strings.Compare(x, y)
+	case xn:
 		return -1
-	case errB == nil:
+	case yn:
 		return 1
 	}
-	return strings.Compare(a, b)
+	return strings.Compare(x, y)
 }
 
-// Allows reports whether this build serves a client that wants version
-// wanted. With allow_versions, wanted must be listed. With min_version,
-// wanted must lie in [min_version, version]: the build is compatible back to
-// its minimum, and cannot serve a newer version than itself. Otherwise only
-// the exact version matches.
-func (d *Definition) Allows(wanted string) bool {
-	if len(d.AllowVersions) > 0 {
-		return slices.Contains(d.AllowVersions, wanted)
+func isNumeric(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
 	}
-	if d.MinVersion != "" {
-		return Compare(wanted, d.MinVersion) >= 0 && Compare(wanted, d.Version) <= 0
-	}
-	return wanted == d.Version
+	return s != ""
 }

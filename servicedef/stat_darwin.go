@@ -6,11 +6,18 @@ import (
 	"time"
 )
 
-// sysStat returns inode, ctime and owner uid of fi.
-func sysStat(fi fs.FileInfo) (ino uint64, ctime time.Time, uid int, ok bool) {
+func sysStat(fi fs.FileInfo) (sysInfo, bool) {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return 0, time.Time{}, 0, false
+		return sysInfo{}, false
 	}
-	return st.Ino, time.Unix(st.Ctimespec.Sec, st.Ctimespec.Nsec), int(st.Uid), true
+	return sysInfo{dev: uint64(st.Dev), ino: st.Ino, ctime: time.Unix(st.Ctimespec.Sec, st.Ctimespec.Nsec)}, true
+}
+
+func ownerUID(fi fs.FileInfo) (int, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
 }

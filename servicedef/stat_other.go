@@ -2,13 +2,8 @@
 
 package servicedef
 
-import (
-	"io/fs"
-	"time"
-)
+import "io/fs"
 
-// sysStat: no inode, ctime or owner here; size and mtime still detect edits,
-// and directory ownership is not checked.
-func sysStat(fs.FileInfo) (ino uint64, ctime time.Time, uid int, ok bool) {
-	return 0, time.Time{}, 0, false
-}
+// sysStat has no inode or ctime to offer here; size and mtime (and the racy
+// re-read) still detect edits.
+func sysStat(fs.FileInfo) (sysInfo, bool) { return sysInfo{}, false }

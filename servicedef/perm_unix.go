@@ -1,0 +1,25 @@
+//go:build unix
+
+package servicedef
+
+import (
+	"fmt"
+	"io/fs"
+	"os"
+)
+
+// unsafePerm reports why fi (a services directory or a definition file at
+// path) would let someone other than the current user choose the programs
+// the broker runs: owned by another user (root is trusted, as it could do
+// anything anyway), or writable by group or others.
+func unsafePerm(fi fs.FileInfo, path, what string) (problem, reason string) {
+	if owner, ok := ownerUID(fi); ok {
+		if uid := os.Geteuid(); owner != uid && owner != 0 {
+			return ProblemNotOwner, fmt.Sprintf("owned by uid %d, not by you (uid %d) or root, so its owner decides what the broker runs as you; chown it to yourself or use a path you own", owner, uid)
+		}
+	}
+	if m := fi.Mode().Perm(); m&0o022 != 0 {
+		return ProblemBadMode, fmt.Sprintf("mode %04o lets group or others change %s, and so choose the programs the broker runs as you; fix with: chmod go-w %s", m, what, path)
+	}
+	return "", ""
+}
