@@ -1,7 +1,11 @@
 package client
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -42,8 +46,29 @@ func (r Route) String() string {
 //
 // Bytes the backend sent right after its handoff-ready event, which Dial read
 // ahead, are returned by the first Read calls before anything else.
+//
+// # Settling the route on first use
+//
+// Unless Dial was given AwaitReady, a Dial that negotiated a handoff returns
+// before the backend's ready event has arrived. Writes go straight into the
+// socket (the backend reads them once it has adopted it), and the client
+// keeps a copy of them. The first Read, Route, CloseRead or SyscallConn
+// settles the route: it reads the ready event and adopts the socket, or, on
+// EOF, a refused or mismatched event or the ready timeout, reconnects to
+// backend_pipe and replays every byte written so far. That replay is safe
+// for the reason EarlyData is (the backend writes the ready event before its
+// application can read a byte). Writes beyond maxReplay bytes before the
+// route is settled wait for it. If the reconnect fails too, the error
+// (matching ErrBackendUnavailable) is returned by that call and every later
+// one.
 type Conn struct {
-	uc *net.UnixConn
+	uc *net.UnixConn // replaced only while adopt != nil, under mu
+
+	// settled is true once no adoption is pending; the hot paths check it
+	// without the mutex.
+	settled atomic.Bool
+	adopt   *adoption // guarded by mu
+	failed  error     // guarded by mu; sticky error of a failed settlement
 
 	// pending holds read-ahead application bytes; hasPending lets Read skip
 	// the mutex once they are drained.
@@ -51,16 +76,34 @@ type Conn struct {
 	mu         sync.Mutex
 	pending    []byte
 
-	route         Route
+	route         Route // guarded by mu until settled
 	connID        uint64
 	backendPipe   string
 	daemonVersion string
+}
+
+// maxReplay bounds the bytes a Conn keeps for replay while its route is not
+// settled; it is well below a Unix socket's send buffer, so those writes
+// never block.
+const maxReplay = 64 << 10
+
+// adoption is the state of a handoff whose ready event has not been read.
+type adoption struct {
+	fr               *frameReader
+	token            []byte
+	deadline         time.Time // ready timeout
+	handshakeTimeout time.Duration
+	sent             []byte // every byte written so far, for the replay
+	closedWrite      bool
+	readDL, writeDL  time.Time // the caller's deadlines
+	redial           *dialer   // for a fresh Hello when backend_pipe is dead
 }
 
 var _ net.Conn = (*Conn)(nil)
 
 func newConn(uc *net.UnixConn, route Route, connID uint64, pipe, daemonVersion string, pending []byte) *Conn {
 	c := &Conn{uc: uc, route: route, connID: connID, backendPipe: pipe, daemonVersion: daemonVersion}
+	c.settled.Store(true)
 	if len(pending) > 0 {
 		c.pending = pending
 		c.hasPending.Store(true)
@@ -68,8 +111,117 @@ func newConn(uc *net.UnixConn, route Route, connID uint64, pipe, daemonVersion s
 	return c
 }
 
-// Route reports how this connection reaches its backend.
-func (c *Conn) Route() Route { return c.route }
+// settle settles the route if it is still open; see Conn.
+func (c *Conn) settle() error {
+	if c.settled.Load() {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.settleLocked()
+}
+
+func (c *Conn) settleLocked() error {
+	a := c.adopt
+	if a == nil {
+		return c.failed
+	}
+	dl := a.deadline
+	userFirst := !a.readDL.IsZero() && a.readDL.Before(dl)
+	if userFirst {
+		dl = a.readDL
+	}
+	_ = c.uc.SetReadDeadline(dl)
+	ev, err := a.fr.next(maxReplyBody)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if userFirst && time.Now().Before(a.deadline) {
+			// The caller's read deadline, not the ready timeout: report
+			// it and keep waiting on the next call.
+			_ = c.uc.SetReadDeadline(a.readDL)
+			return err
+		}
+		ev, err = lastChance(c.uc, a.fr)
+	}
+	if err == nil && readyMatches(ev, a.token, c.connID) {
+		c.pending = a.fr.rest()
+		c.hasPending.Store(len(c.pending) > 0)
+		_ = c.uc.SetReadDeadline(a.readDL)
+		c.finishLocked(Handoff, nil)
+		return nil
+	}
+	// The handoff did not complete and nobody read what was written:
+	// reconnect and replay it.
+	_ = c.uc.Close()
+	uc, err := dialUnix(context.Background(), c.backendPipe, time.Now().Add(a.handshakeTimeout))
+	if err == nil {
+		_ = uc.SetWriteDeadline(time.Now().Add(a.handshakeTimeout))
+		if _, err = uc.Write(a.sent); err == nil && a.closedWrite {
+			err = uc.CloseWrite()
+		}
+		if err == nil {
+			_ = uc.SetReadDeadline(a.readDL)
+			err = uc.SetWriteDeadline(a.writeDL)
+		}
+		if err != nil {
+			_ = uc.Close()
+		}
+	}
+	if err != nil {
+		// backend_pipe is dead too (the backend died with the handoff):
+		// ask the broker again, with a context of our own since Dial's
+		// may be over.
+		uc, err = c.rehelloLocked(a)
+	}
+	if err != nil {
+		c.finishLocked(Reconnect, fmt.Errorf("%w: %s: %w", ErrBackendUnavailable, c.backendPipe, err))
+		return c.failed
+	}
+	c.uc = uc
+	c.finishLocked(Reconnect, nil)
+	return nil
+}
+
+// rehelloLocked reaches the service through a fresh Hello (without
+// handoff) that replays a.sent, and returns its socket.
+func (c *Conn) rehelloLocked(a *adoption) (*net.UnixConn, error) {
+	if a.redial == nil {
+		return nil, ErrBackendUnavailable
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.handshakeTimeout)
+	defer cancel()
+	d := *a.redial
+	d.ctx = ctx
+	nc, err := d.rehello(a.sent)
+	if err != nil {
+		return nil, err
+	}
+	if a.closedWrite {
+		if err := nc.uc.CloseWrite(); err != nil {
+			_ = nc.uc.Close()
+			return nil, err
+		}
+	}
+	_ = nc.uc.SetReadDeadline(a.readDL)
+	_ = nc.uc.SetWriteDeadline(a.writeDL)
+	c.backendPipe = nc.backendPipe
+	return nc.uc, nil
+}
+
+func (c *Conn) finishLocked(r Route, err error) {
+	c.route = r
+	c.failed = err
+	c.adopt = nil
+	c.settled.Store(true)
+}
+
+// Route reports how this connection reaches its backend, settling it first
+// if needed (see Conn).
+func (c *Conn) Route() Route {
+	_ = c.settle()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.route
+}
 
 // ConnectionID is the broker-assigned connection id from Negotiated; 0 on
 // the direct route, where no broker was involved.
@@ -77,7 +229,14 @@ func (c *Conn) ConnectionID() uint64 { return c.connID }
 
 // BackendPipe is the backend's own endpoint (from Negotiated or, on the
 // direct route, from the hello-skip cache).
-func (c *Conn) BackendPipe() string { return c.backendPipe }
+func (c *Conn) BackendPipe() string {
+	if c.settled.Load() {
+		return c.backendPipe
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.backendPipe
+}
 
 // DaemonVersion is the backend's version as the broker reported it in
 // Negotiated (cached with the entry on the direct route).
@@ -85,6 +244,11 @@ func (c *Conn) DaemonVersion() string { return c.daemonVersion }
 
 // Read returns read-ahead bytes first, then reads from the socket.
 func (c *Conn) Read(b []byte) (int, error) {
+	if !c.settled.Load() {
+		if err := c.settle(); err != nil {
+			return 0, err
+		}
+	}
 	if c.hasPending.Load() {
 		c.mu.Lock()
 		if len(c.pending) > 0 {
@@ -99,45 +263,143 @@ func (c *Conn) Read(b []byte) (int, error) {
 		}
 		c.mu.Unlock()
 	}
+	if c.failed != nil {
+		return 0, c.failed
+	}
 	return c.uc.Read(b)
 }
 
-// Write writes to the backend.
-func (c *Conn) Write(b []byte) (int, error) { return c.uc.Write(b) }
+// Write writes to the backend. While the route is not settled it also
+// keeps a copy for the replay (see Conn).
+func (c *Conn) Write(b []byte) (int, error) {
+	if !c.settled.Load() {
+		c.mu.Lock()
+		if a := c.adopt; a != nil && len(a.sent)+len(b) <= maxReplay {
+			a.sent = append(a.sent, b...)
+			n, err := c.uc.Write(b)
+			if err != nil {
+				// The socket is gone before the handoff settled: the
+				// replay on the reconnect route carries b.
+				err = c.settleLocked()
+				n = len(b)
+			}
+			c.mu.Unlock()
+			if err != nil {
+				return 0, err
+			}
+			return n, nil
+		}
+		err := c.settleLocked()
+		c.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+	}
+	if c.failed != nil {
+		return 0, c.failed
+	}
+	return c.uc.Write(b)
+}
 
 // Close closes the connection and drops unread read-ahead bytes.
 func (c *Conn) Close() error {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.pending = nil
 	c.hasPending.Store(false)
-	c.mu.Unlock()
+	if c.adopt != nil {
+		c.finishLocked(c.route, net.ErrClosed)
+	}
 	return c.uc.Close()
 }
 
 // CloseWrite shuts down the writing side (the backend reads EOF).
-func (c *Conn) CloseWrite() error { return c.uc.CloseWrite() }
+func (c *Conn) CloseWrite() error {
+	if !c.settled.Load() {
+		c.mu.Lock()
+		if a := c.adopt; a != nil {
+			a.closedWrite = true
+			err := c.uc.CloseWrite()
+			c.mu.Unlock()
+			return err
+		}
+		c.mu.Unlock()
+	}
+	return c.uc.CloseWrite()
+}
 
 // CloseRead shuts down the reading side of the socket. Read-ahead bytes not
 // yet read are still returned by Read.
-func (c *Conn) CloseRead() error { return c.uc.CloseRead() }
+func (c *Conn) CloseRead() error {
+	if err := c.settle(); err != nil {
+		return err
+	}
+	return c.uc.CloseRead()
+}
+
+// current returns the socket, which may still change while the route is
+// being settled.
+func (c *Conn) current() *net.UnixConn {
+	if c.settled.Load() {
+		return c.uc
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.uc
+}
 
 // LocalAddr returns the local address.
-func (c *Conn) LocalAddr() net.Addr { return c.uc.LocalAddr() }
+func (c *Conn) LocalAddr() net.Addr { return c.current().LocalAddr() }
 
 // RemoteAddr returns the remote address (the broker's socket on the handoff
 // route, backend_pipe otherwise).
-func (c *Conn) RemoteAddr() net.Addr { return c.uc.RemoteAddr() }
+func (c *Conn) RemoteAddr() net.Addr { return c.current().RemoteAddr() }
 
 // SetDeadline sets the read and write deadlines.
-func (c *Conn) SetDeadline(t time.Time) error { return c.uc.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	if err := c.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
 
 // SetReadDeadline sets the read deadline. Read-ahead bytes are returned
-// regardless of it.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.uc.SetReadDeadline(t) }
+// regardless of it. While the route is being settled it also bounds the wait
+// for the ready event (the ready timeout still applies).
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if !c.settled.Load() {
+		c.mu.Lock()
+		if a := c.adopt; a != nil {
+			a.readDL = t
+			err := c.uc.SetReadDeadline(t)
+			c.mu.Unlock()
+			return err
+		}
+		c.mu.Unlock()
+	}
+	return c.uc.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the write deadline.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.uc.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if !c.settled.Load() {
+		c.mu.Lock()
+		if a := c.adopt; a != nil {
+			a.writeDL = t
+			err := c.uc.SetWriteDeadline(t)
+			c.mu.Unlock()
+			return err
+		}
+		c.mu.Unlock()
+	}
+	return c.uc.SetWriteDeadline(t)
+}
 
 // SyscallConn gives raw access to the socket, for example to pass it on.
-// Mind read-ahead bytes: Read them first.
-func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.uc.SyscallConn() }
+// It settles the route first. Mind read-ahead bytes: Read them first.
+func (c *Conn) SyscallConn() (syscall.RawConn, error) {
+	if err := c.settle(); err != nil {
+		return nil, err
+	}
+	return c.uc.SyscallConn()
+}

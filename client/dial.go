@@ -58,6 +58,9 @@ type dialer struct {
 	cfg     config
 	service string
 	sock    string
+	// helloMsg is the Hello this dial sends, kept for rehello.
+	helloMsg *pb.Hello
+	rehellos int
 }
 
 // Dial connects to service through the broker and returns a connection
@@ -108,7 +111,7 @@ func Dial(ctx context.Context, service string, opts ...Option) (*Conn, error) {
 			return nil, fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
 		}
 	}
-	d := &dialer{ctx: ctx, cfg: cfg, service: service, sock: sock}
+	d := &dialer{ctx: ctx, cfg: cfg, service: service, sock: sock, helloMsg: hello}
 	if cfg.helloSkip {
 		key := cacheKey{socket: sock, service: service, version: cfg.version}
 		if v, ok := skipCache.Load(key); ok {
@@ -274,7 +277,31 @@ func (d *dialer) hello(hello *pb.Hello, frameID uint64) (*Conn, error) {
 	if token := neg.GetHandlePassedToken(); !d.cfg.noHandoff && earlyComplete &&
 		neg.GetServerCapabilities()&wire.CapHandlePassing != 0 &&
 		len(token) == wire.TokenLen && connID != 0 {
-		_ = bc.SetReadDeadline(d.deadline(d.cfg.readyTimeout))
+		readyDeadline := d.deadline(d.cfg.readyTimeout)
+		if !d.cfg.awaitReady && !fr.hasFrame() {
+			// The ready event is not here yet. Return now and let the
+			// first Read (or Route) settle the route: the caller's first
+			// request then travels to the backend while it adopts the
+			// socket, instead of after a wait for it.
+			if !stop() {
+				_ = bc.Close()
+				return nil, d.ctxErr()
+			}
+			if err := bc.SetDeadline(time.Time{}); err != nil {
+				_ = bc.Close()
+				return nil, fmt.Errorf("portier: clear deadline: %w", err)
+			}
+			c := newConn(bc, Handoff, connID, pipe, neg.GetDaemonVersion(), nil)
+			c.adopt = &adoption{
+				fr: fr, token: token, deadline: readyDeadline,
+				handshakeTimeout: d.cfg.handshakeTimeout,
+				sent:             append([]byte(nil), d.cfg.earlyData...),
+				redial:           d,
+			}
+			c.settled.Store(false)
+			return c, nil
+		}
+		_ = bc.SetReadDeadline(readyDeadline)
 		// A cancellation whose poisoned deadline the line above replaced
 		// is seen here; a later one interrupts the read.
 		var ev *pb.Frame
@@ -320,9 +347,36 @@ func (d *dialer) hello(hello *pb.Hello, frameID uint64) (*Conn, error) {
 		if d.ctxDone() {
 			return nil, d.ctxErr()
 		}
+		if d.rehellos < maxRehellos {
+			// The backend died under us (a failed handoff is often why):
+			// ask the broker again, which starts a new one.
+			return d.rehello(d.cfg.earlyData)
+		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrBackendUnavailable, pipe, err)
 	}
 	return newConn(uc, Reconnect, connID, pipe, neg.GetDaemonVersion(), nil), nil
+}
+
+// maxRehellos bounds the fresh Hellos a dial sends after backend_pipe
+// turned out dead.
+const maxRehellos = 2
+
+// rehello repeats the Hello without the handoff capability and with replay
+// as early data, after backend_pipe could not be reached: the broker notices
+// a dead backend at once and routes the new Hello to a fresh one.
+func (d *dialer) rehello(replay []byte) (*Conn, error) {
+	cfg := d.cfg
+	cfg.noHandoff, cfg.helloSkip, cfg.earlyData, cfg.autoStart = true, false, replay, nil
+	h := proto.Clone(d.helloMsg).(*pb.Hello)
+	h.ClientCapabilities = 0
+	nd := &dialer{ctx: d.ctx, cfg: cfg, service: d.service, sock: d.sock, helloMsg: h, rehellos: d.rehellos + 1}
+	if nd.rehellos > 1 {
+		// The broker may not have reaped the dead backend yet.
+		if err := nd.sleep(time.Duration(nd.rehellos) * 10 * time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	return nd.hello(h, frameIDs.Add(1))
 }
 
 // lastChance looks once more, without waiting, for a ready event that

@@ -28,6 +28,7 @@ type config struct {
 	helloSkip        bool
 	earlyData        []byte
 	traceParent      string
+	awaitReady       bool
 }
 
 func newConfig(opts []Option) config {
@@ -39,6 +40,14 @@ func newConfig(opts []Option) config {
 	}
 	return c
 }
+
+// AwaitReady makes Dial wait for the backend's handoff-ready event (or
+// finish the reconnect fallback) before it returns, so Route is known and a
+// backend that cannot be reached at all is a Dial error. Without it, a Dial
+// that negotiated a handoff returns at once and the connection settles its
+// route on first use (see Conn), which saves the client a wait for the
+// backend before its first request.
+func AwaitReady() Option { return func(c *config) { c.awaitReady = true } }
 
 // Version asks for a specific backend version (MAJOR.MINOR.PATCH[-pre]).
 // Without it the broker picks the version the service definition names.

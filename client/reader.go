@@ -100,3 +100,13 @@ func (fr *frameReader) rest() []byte {
 	}
 	return fr.buf[fr.off:fr.end:fr.end]
 }
+
+// hasFrame reports whether a complete frame is already buffered, so next
+// would not read from the socket.
+func (fr *frameReader) hasFrame() bool {
+	if fr.end-fr.off < wire.HeaderLen {
+		return false
+	}
+	n, err := wire.ParseHeader(fr.buf[fr.off:fr.off+wire.HeaderLen], maxReplyBody)
+	return err != nil || fr.end-fr.off >= wire.HeaderLen+n
+}

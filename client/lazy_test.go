@@ -1,0 +1,204 @@
+package client
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	pb "github.com/portier/portier/wire/portierv1"
+)
+
+// gate is a one-shot signal from the test to a broker script.
+type gate chan struct{}
+
+func (g gate) wait(t testing.TB) {
+	select {
+	case <-g:
+	case <-time.After(ioTimeout):
+		t.Error("script gate never opened")
+	}
+}
+
+// TestLazyWritesReplayedOnFallback: writes made before the route settled are
+// kept and replayed, with the early data, on the reconnect route.
+func TestLazyWritesReplayedOnFallback(t *testing.T) {
+	open := make(gate)
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+		open.wait(fb.t)
+		// No ready event: the connection closes (a rejecting backend).
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), EarlyData([]byte("REQ1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, w := range []string{"W1", "W2"} {
+		if _, err := c.Write([]byte(w)); err != nil {
+			t.Fatalf("write before the route settled: %v", err)
+		}
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	close(open)
+	if got := readString(t, c, 2); got != "B>" {
+		t.Fatalf("read %q, want the reconnect backend's B>", got)
+	}
+	if c.Route() != Reconnect {
+		t.Fatalf("route %v, want reconnect", c.Route())
+	}
+	if rec := e.rec.next(t); rec.data != "REQ1W1W2" {
+		t.Fatalf("backend_pipe got %q, want the replay REQ1W1W2 (half-closed)", rec.data)
+	}
+}
+
+// TestLazyAdoptAfterWrites: writes made before the ready event arrived reach
+// the adopting backend once, and backend_pipe is never dialed.
+func TestLazyAdoptAfterWrites(t *testing.T) {
+	open := make(gate)
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+		open.wait(fb.t)
+		write(c, goodReady(fb.t), []byte("A>"))
+		fb.adopted <- drain(c)
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), EarlyData([]byte("REQ1")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.settled.Load() {
+		t.Fatal("Dial waited for the ready event; it should return after Negotiated")
+	}
+	if _, err := c.Write([]byte("W1")); err != nil {
+		t.Fatal(err)
+	}
+	close(open)
+	if got := readString(t, c, 2); got != "A>" {
+		t.Fatalf("read %q, want A>", got)
+	}
+	if c.Route() != Handoff {
+		t.Fatalf("route %v, want handoff", c.Route())
+	}
+	if _, err := c.Write([]byte("more")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	if got := e.fb.recvAdopted(t); got != "REQ1W1more" {
+		t.Fatalf("backend read %q, want REQ1W1more", got)
+	}
+	e.rec.assertUntouched(t)
+}
+
+// TestLazyReadDeadline: the caller's read deadline interrupts the wait for
+// the ready event without giving up on the handoff.
+func TestLazyReadDeadline(t *testing.T) {
+	open := make(gate)
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+		open.wait(fb.t)
+		write(c, goodReady(fb.t), []byte("A>"))
+		fb.adopted <- drain(c)
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read with a passed deadline: %v, want os.ErrDeadlineExceeded", err)
+	}
+	close(open)
+	_ = c.SetReadDeadline(time.Time{})
+	if got := readString(t, c, 2); got != "A>" {
+		t.Fatalf("read %q, want A>", got)
+	}
+	if c.Route() != Handoff {
+		t.Fatalf("route %v, want handoff", c.Route())
+	}
+	_ = c.CloseWrite()
+	e.fb.recvAdopted(t)
+	e.rec.assertUntouched(t)
+}
+
+// TestLazyCloseWhilePending: closing before the route settled dials nothing.
+func TestLazyCloseWhilePending(t *testing.T) {
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+		drain(c)
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after close: %v, want net.ErrClosed", err)
+	}
+	e.rec.assertUntouched(t)
+}
+
+// TestAwaitReady: with AwaitReady, Dial itself settles the route (here the
+// fallback), so backend_pipe already has the early data when Dial returns.
+func TestAwaitReady(t *testing.T) {
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), EarlyData([]byte("REQ1")), AwaitReady())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if !c.settled.Load() || c.route != Reconnect {
+		t.Fatalf("AwaitReady Dial returned an unsettled route (%v)", c.route)
+	}
+	_ = c.CloseWrite()
+	if rec := e.rec.next(t); rec.data != "REQ1" {
+		t.Fatalf("backend_pipe got %q, want REQ1", rec.data)
+	}
+}
+
+// TestLazyReplayBound: a write that would push the replay copy past
+// maxReplay waits for the route to settle first, then goes through.
+func TestLazyReplayBound(t *testing.T) {
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+		// The first small write is in the socket; only then adopt.
+		b := make([]byte, 2)
+		if _, err := io.ReadFull(c, b); err != nil {
+			fb.t.Error(err)
+			return
+		}
+		write(c, goodReady(fb.t))
+		rest := drain(c)
+		fb.adopted <- append(b, rest...)
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("W1")); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", maxReplay)
+	if _, err := c.Write([]byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	if !c.settled.Load() || c.Route() != Handoff {
+		t.Fatal("an over-bound write did not settle the route first")
+	}
+	_ = c.CloseWrite()
+	if got := e.fb.recvAdopted(t); got != "W1"+big {
+		t.Fatalf("backend read %d bytes, want %d", len(got), 2+len(big))
+	}
+	e.rec.assertUntouched(t)
+}
