@@ -298,12 +298,30 @@ func (l *Listener) sleep(d time.Duration) bool {
 }
 
 // control is one control connection to the broker. Writes are serialized so
-// concurrent ACKs never interleave.
+// concurrent frames never interleave.
+//
+// Accepting ACKs are coalesced: each is queued and written at most
+// ackDelay later, together with every other ACK queued meanwhile. An ACK only tells the
+// broker to finish its bookkeeping (the client was served by the ready
+// event already), so delaying it costs nothing a client sees, while writing
+// it at once cost a write here and a wakeup of the broker per handoff.
 type control struct {
 	conn net.Conn
-	wmu  sync.Mutex
+
+	wmu   sync.Mutex
+	acks  []byte // encoded ACK frames not yet written
+	armed bool   // a flush is scheduled
+	timer *time.Timer
 }
 
+// ackDelay bounds how long an ACK waits to be coalesced; maxAckBatch
+// flushes early under load.
+const (
+	ackDelay    = time.Millisecond
+	maxAckBatch = 16 << 10
+)
+
+// send writes f after any queued ACKs.
 func (c *control) send(f *pb.Frame) error {
 	b, err := wire.EncodeFrame(f)
 	if err != nil {
@@ -311,14 +329,41 @@ func (c *control) send(f *pb.Frame) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.acks = append(c.acks, b...)
+	return c.flushLocked()
+}
+
+func (c *control) flush() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.flushLocked() // a lost ACK is the broker's ACK timeout
+}
+
+func (c *control) flushLocked() error {
+	c.armed = false
+	if len(c.acks) == 0 {
+		return nil
+	}
 	if err := c.conn.SetWriteDeadline(time.Now().Add(ioTimeout)); err != nil {
 		return err
 	}
-	_, err = c.conn.Write(b)
+	_, err := c.conn.Write(c.acks)
+	c.acks = c.acks[:0]
 	return err
 }
 
-// ack answers an offer on the control connection.
+// stop cancels a scheduled flush; queued ACKs are dropped with the
+// connection.
+func (c *control) stop() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.armed = false
+}
+
+// ack queues the answer to an offer.
 func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail string) {
 	f, err := wire.NewRequest(wire.ProtocolHandoff, correlationID, &pb.HandoffAck{
 		Token: token, Accepted: accepted, ErrorDetail: detail, CorrelationId: correlationID,
@@ -327,7 +372,24 @@ func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail 
 		return
 	}
 	f.Kind = pb.FrameKind_FRAME_KIND_RESPONSE
-	_ = c.send(f) // a lost ACK is the broker's ACK timeout; it closes its copy then
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.acks, err = wire.AppendFrame(c.acks, f)
+	switch {
+	case err != nil:
+		return
+	case !accepted || len(c.acks) >= maxAckBatch:
+		// A rejection is flushed at once: its client waits for the
+		// broker to close its copy before it can reconnect.
+		_ = c.flushLocked()
+	case !c.armed:
+		c.armed = true
+		if c.timer == nil {
+			c.timer = time.AfterFunc(ackDelay, c.flush)
+		} else {
+			c.timer.Reset(ackDelay)
+		}
+	}
 }
 
 // register dials the broker and registers this backend.
@@ -407,6 +469,7 @@ func (l *Listener) controlLoop(c *control) {
 			l.mu.Lock()
 			l.ctrl = nil
 			l.mu.Unlock()
+			c.stop()
 			c.conn.Close()
 			if l.closed() {
 				return

@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"bufio"
 	"context"
 	"log/slog"
 	"net"
@@ -69,10 +70,13 @@ func (c *controlConn) abandonPending(detail string) {
 
 // readLoop reads ACKs and backend notices until the connection closes. The
 // peer is a verified local process whose exit closes the socket, so the
-// idle read has no deadline.
+// idle read has no deadline. Nothing but frames arrives on this side of the
+// connection (descriptors only travel to the backend), so it is read
+// through a buffer: a batch of coalesced ACKs costs one read.
 func (c *controlConn) readLoop() {
+	r := bufio.NewReaderSize(c.conn, 4096)
 	for {
-		f, err := wire.ReadFrame(c.conn, wire.MaxBody)
+		f, err := wire.ReadFrame(r, wire.MaxBody)
 		if err != nil {
 			return
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/portier/portier/broker"
@@ -23,8 +24,12 @@ func serveCmd(args []string, _, stderr io.Writer) int {
 	services := fs.String("services", defaultServicesDir(), "directory of service definitions (<name>.toml)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	procs := fs.Int("procs", 0, "GOMAXPROCS for the broker (0 = Go's default)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
+	}
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
 	}
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
