@@ -107,7 +107,52 @@ type Broker struct {
 	fdPressure atomic.Bool
 
 	conns    sync.WaitGroup // connection goroutines
-	inflight sync.WaitGroup // handoffs between Negotiated and their outcome
+	inflight flightGroup    // handoffs between Negotiated and their outcome
+}
+
+// flightGroup counts the handoffs in flight. It is not a sync.WaitGroup
+// because a Hello read before shutdown may begin its handoff (Add from zero)
+// while Serve already waits for the count to drain, which WaitGroup forbids
+// (the race detector reports it, and a race-enabled broker exits 66).
+type flightGroup struct {
+	mu    sync.Mutex
+	n     int
+	drain []chan struct{} // closed when n drops to zero
+}
+
+func (g *flightGroup) Add(delta int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.n += delta
+	if g.n == 0 {
+		for _, c := range g.drain {
+			close(c)
+		}
+		g.drain = nil
+	}
+}
+
+func (g *flightGroup) Done() { g.Add(-1) }
+
+// wait waits until nothing is in flight or d passes; it reports whether
+// the count drained.
+func (g *flightGroup) wait(d time.Duration) bool {
+	g.mu.Lock()
+	if g.n == 0 {
+		g.mu.Unlock()
+		return true
+	}
+	c := make(chan struct{})
+	g.drain = append(g.drain, c)
+	g.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // New validates cfg and builds a broker; Serve starts it.
@@ -160,7 +205,7 @@ func (b *Broker) Serve(ctx context.Context) error {
 	b.log.Info("broker shutting down")
 	ln.Close()
 	<-acceptDone
-	waitTimeout(&b.inflight, b.cfg.ShutdownGrace)
+	b.inflight.wait(b.cfg.ShutdownGrace)
 	stopJanitor()
 	<-janitorDone
 	b.sup.shutdown()
