@@ -97,6 +97,12 @@ type supervisor struct {
 	// workers are the spawn goroutines; each lives as long as its process
 	// (it reaps it). Shutdown waits for them only when it stops backends.
 	workers sync.WaitGroup
+
+	// starting is read-held by each spawn from starting its process until
+	// the pid is in byPID. A child can register before the spawning
+	// goroutine runs again; verify, not finding a pid, write-locks it to
+	// wait for the starts in progress instead of refusing their backends.
+	starting sync.RWMutex
 }
 
 func newSupervisor(b *Broker) *supervisor {
@@ -218,9 +224,11 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 	}
 	p.secretHash = sha256.Sum256(secret)
 	p.started = time.Now()
+	s.starting.RLock()
 	cmd, logPath, err := s.start(p, secret, traceparent)
 	clear(secret)
 	if err != nil {
+		s.starting.RUnlock()
 		s.recordFailure(p.procKey)
 		s.b.metrics.spawn(p.service, "failed")
 		log.Warn("backend failed to start", "err", err)
@@ -236,6 +244,7 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 	s.mu.Lock()
 	s.byPID[p.pid] = p
 	s.mu.Unlock()
+	s.starting.RUnlock()
 	log.Info("backend started", "pid", p.pid, "activation", string(p.def.Activation), "log", logPath)
 	s.b.metrics.spawn(p.service, "started")
 	if p.listenFDs {
@@ -361,9 +370,18 @@ func (s *supervisor) verify(reg *pb.Register, cred ipc.Cred) (*proc, error) {
 	if cred.PID == 0 {
 		return nil, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: "the kernel did not report the peer pid"}
 	}
-	s.mu.Lock()
-	p := s.byPID[cred.PID]
-	s.mu.Unlock()
+	lookup := func() *proc {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.byPID[cred.PID]
+	}
+	p := lookup()
+	if p == nil {
+		// Perhaps a backend whose start is still being recorded.
+		s.starting.Lock()
+		p = lookup()
+		s.starting.Unlock()
+	}
 	if p == nil || p.gone.Load() {
 		return nil, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: fmt.Sprintf("pid %d was not started by this broker", cred.PID)}
 	}
