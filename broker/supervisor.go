@@ -260,6 +260,13 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 	select {
 	case <-p.ready:
 	case err := <-waitDone:
+		if p.isReady() {
+			// It registered, then exited before this goroutine looked
+			// (select picks at random when both are ready): not a failed
+			// start, which would count against the spawn budget.
+			s.exited(p, log, err)
+			return
+		}
 		s.startFailed(p, log, fmt.Sprintf("exited before registering: %v", exitStatus(err)), exitStatus(err), logPath)
 		s.exited(p, log, err)
 		return
