@@ -355,7 +355,14 @@ func (s *supervisor) serveControl(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 	s.b.metrics.registrations.WithLabelValues("accepted").Inc()
 	s.b.log.Info("backend registered", "service", p.service, "version", p.version, "pid", p.pid, "handoff", ctrl.handoffCapable)
 	p.markReady(nil)
-	go s.recordExe(p)
+	// Counted with the connections (this one holds the count above zero),
+	// so Serve waits for it instead of it writing the state file, and
+	// logging, after the broker stopped.
+	s.b.conns.Add(1)
+	go func() {
+		defer s.b.conns.Done()
+		s.recordExe(p)
+	}()
 	ctrl.readLoop()
 	p.ctrl.CompareAndSwap(ctrl, nil)
 	ctrl.abandonPending("backend control connection closed")
