@@ -365,6 +365,7 @@ func (s *supervisor) serveControl(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 	}()
 	ctrl.readLoop()
 	p.ctrl.CompareAndSwap(ctrl, nil)
+	s.awaitDeath(p, ctrl)
 	ctrl.abandonPending("backend control connection closed")
 	if !s.b.shutting.Load() {
 		s.b.log.Info("backend control connection closed", "service", p.service, "pid", p.pid)
@@ -374,6 +375,32 @@ func (s *supervisor) serveControl(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 	// re-adopted backend is not our child, so check here whether it died.
 	if !p.child && !processMatches(p.pid, p.startTime) {
 		s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
+	}
+}
+
+// deadBackendGrace bounds how long the pending handoffs of a backend whose
+// control connection dropped wait for the backend's exit to be seen.
+const deadBackendGrace = time.Second
+
+// awaitDeath holds back the release of ctrl's pending handoffs until p, a
+// backend this broker started that dropped its control connection without
+// unregistering (it most likely died holding an offer), has been reaped, at
+// most deadBackendGrace. A client sees EOF only once the broker closes its
+// copy of the socket, so its reconnect then finds the endpoint gone (the
+// listener of a dying process can still take a connection it then resets),
+// and the Hello it retries finds p gone and starts a new backend.
+func (s *supervisor) awaitDeath(p *proc, ctrl *controlConn) {
+	ctrl.mu.Lock()
+	pending := len(ctrl.pending)
+	ctrl.mu.Unlock()
+	if pending == 0 || !p.child || p.quiesced.Load() || s.b.shutting.Load() {
+		return
+	}
+	t := time.NewTimer(deadBackendGrace)
+	defer t.Stop()
+	select {
+	case <-p.exited:
+	case <-t.C:
 	}
 }
 
