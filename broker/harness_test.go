@@ -4,6 +4,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,6 +31,11 @@ const roleEnv = "PTEST_ROLE"
 func TestMain(m *testing.M) {
 	if role := os.Getenv(roleEnv); role != "" {
 		os.Exit(runRole(role))
+	}
+	// Helper processes inherit this: a race-enabled binary otherwise sleeps
+	// 1 s at exit, which every backend stop and broker exit would wait for.
+	if g := os.Getenv("GORACE"); !strings.Contains(g, "atexit_sleep_ms") {
+		os.Setenv("GORACE", strings.TrimSpace(g+" atexit_sleep_ms=0"))
 	}
 	goleak.VerifyTestMain(m)
 }
@@ -69,9 +75,15 @@ func runRole(role string) int {
 		}
 		if err := b.Serve(ctx); err != nil {
 			fmt.Fprintln(os.Stderr, err)
-			return 3
+			if errors.Is(err, ErrAlreadyRunning) {
+				return exitAlreadyRunning
+			}
+			return 4
 		}
 		return 0
+	}
+	if run := extraRoles[role]; run != nil {
+		return run(ctx)
 	}
 	fmt.Fprintln(os.Stderr, "unknown role", role)
 	return 2
