@@ -106,8 +106,10 @@ type Broker struct {
 	shutting   atomic.Bool
 	fdPressure atomic.Bool
 
-	conns    sync.WaitGroup // connection goroutines
-	inflight flightGroup    // handoffs between Negotiated and their outcome
+	conns    sync.WaitGroup // connection workers and other per-connection goroutines
+	work     chan *net.UnixConn
+	idleStop chan struct{}
+	inflight flightGroup // handoffs between Negotiated and their outcome
 }
 
 // flightGroup counts the handoffs in flight. It is not a sync.WaitGroup
@@ -171,6 +173,8 @@ func New(cfg Config) (*Broker, error) {
 		defs:       servicedef.NewRegistry(cfg.ServicesDir, cfg.Logger),
 		orch:       handoff.NewOrchestrator(cfg.Handoff),
 		helloSlots: make(chan struct{}, cfg.MaxHelloConns),
+		work:       make(chan *net.UnixConn),
+		idleStop:   make(chan struct{}),
 		started:    time.Now(),
 	}
 	b.metrics = newMetrics(b)
@@ -205,6 +209,7 @@ func (b *Broker) Serve(ctx context.Context) error {
 	b.log.Info("broker shutting down")
 	ln.Close()
 	<-acceptDone
+	close(b.idleStop) // idle connection workers exit; busy ones finish first
 	b.inflight.wait(b.cfg.ShutdownGrace)
 	stopJanitor()
 	<-janitorDone
@@ -272,7 +277,6 @@ func (b *Broker) acceptLoop(ln *ipc.Listener) {
 		if b.fdPressure.Swap(false) {
 			b.log.Info("file descriptors available again")
 		}
-		b.conns.Add(1)
-		go b.handleConn(c)
+		b.dispatch(c)
 	}
 }
