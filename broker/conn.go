@@ -3,7 +3,6 @@
 package broker
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -160,11 +159,19 @@ func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 			versionRetryAfter, map[string]string{"available_version": def.Version})
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), def.StartTimeout+b.cfg.ReadoptWait)
-	p, err := b.sup.get(ctx, def, f.GetTraceparent())
-	cancel()
+	p, err := b.sup.acquire(def, f.GetTraceparent())
 	if err != nil {
 		b.refuseErr(c, f, err)
+		return
+	}
+	p.whenReady(func() { b.route(c, f, h, def, p) })
+}
+
+// route answers a Hello whose backend is ready (or failed to start) and
+// runs its handoff.
+func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicedef.Definition, p *proc) {
+	if p.readyErr != nil {
+		b.refuseErr(c, f, p.readyErr)
 		return
 	}
 	connID := b.connIDs.Add(1)

@@ -49,6 +49,11 @@ type proc struct {
 	readyOnce sync.Once
 	readyErr  error
 
+	wmu       sync.Mutex
+	readyDone bool     // ready is closed and waiters were dispatched
+	waiters   []func() // Hellos parked until ready
+	dispatch  func(func())
+
 	exited chan struct{} // closed when the process is known to be gone
 	gone   atomic.Bool
 
@@ -73,7 +78,32 @@ func (p *proc) markReady(err error) {
 	p.readyOnce.Do(func() {
 		p.readyErr = err
 		close(p.ready)
+		p.wmu.Lock()
+		ws := p.waiters
+		p.waiters, p.readyDone = nil, true
+		p.wmu.Unlock()
+		for _, w := range ws {
+			p.dispatch(w)
+		}
 	})
+}
+
+// whenReady runs fn once p is ready or failed to become ready: at once on
+// the caller's goroutine when that is already known, else later on a
+// goroutine of its own.
+//
+// A Hello waiting for a backend to start parks here as a closure rather than
+// as a blocked goroutine: 10,000 clients waiting on a cold backend then cost
+// the broker their sockets and decoded Hellos, not 10,000 goroutine stacks.
+func (p *proc) whenReady(fn func()) {
+	p.wmu.Lock()
+	if !p.readyDone {
+		p.waiters = append(p.waiters, fn)
+		p.wmu.Unlock()
+		return
+	}
+	p.wmu.Unlock()
+	fn()
 }
 
 func (p *proc) isReady() bool {
@@ -114,48 +144,39 @@ func newSupervisor(b *Broker) *supervisor {
 	}
 }
 
-// get returns the live backend for def, starting it if needed. Concurrent
-// callers for one key share one start (single flight).
-func (s *supervisor) get(ctx context.Context, def *servicedef.Definition, traceparent string) (*proc, error) {
+// acquire returns the backend for def, starting it if needed, without
+// waiting for it to become ready (see proc.whenReady). Concurrent callers for
+// one key share one start (single flight).
+func (s *supervisor) acquire(def *servicedef.Definition, traceparent string) (*proc, error) {
 	k := procKey{def.Name, def.Version}
 	s.mu.Lock()
 	p := s.procs[k]
 	if p != nil && (p.gone.Load() || p.quiesced.Load() || (isClosed(p.ready) && p.readyErr != nil)) {
 		p = nil
 	}
-	if p == nil {
-		if retry := s.budgetLocked(k, time.Now()); retry > 0 {
-			s.mu.Unlock()
-			return nil, &refusal{code: pb.ErrorCode_ERROR_RATE_LIMITED,
-				reason:     fmt.Sprintf("%s@%s failed to start %d times in %s; not starting it again yet", k.service, k.version, s.b.cfg.SpawnFailures, s.b.cfg.SpawnWindow),
-				retryAfter: retry}
-		}
-		var err error
-		p, err = s.newProc(def)
-		if err != nil {
-			s.mu.Unlock()
-			return nil, err
-		}
-		s.procs[k] = p
+	if p != nil {
 		s.mu.Unlock()
-		s.workers.Add(1)
-		go func() {
-			defer s.workers.Done()
-			s.spawn(p, traceparent)
-		}()
-	} else {
-		s.mu.Unlock()
-	}
-	select {
-	case <-p.ready:
-		if p.readyErr != nil {
-			return nil, p.readyErr
-		}
 		return p, nil
-	case <-ctx.Done():
-		return nil, &refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
-			reason: fmt.Sprintf("%s@%s did not become ready in time", k.service, k.version), retryAfter: time.Second}
 	}
+	if retry := s.budgetLocked(k, time.Now()); retry > 0 {
+		s.mu.Unlock()
+		return nil, &refusal{code: pb.ErrorCode_ERROR_RATE_LIMITED,
+			reason:     fmt.Sprintf("%s@%s failed to start %d times in %s; not starting it again yet", k.service, k.version, s.b.cfg.SpawnFailures, s.b.cfg.SpawnWindow),
+			retryAfter: retry}
+	}
+	p, err := s.newProc(def)
+	if err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.procs[k] = p
+	s.mu.Unlock()
+	s.workers.Add(1)
+	go func() {
+		defer s.workers.Done()
+		s.spawn(p, traceparent)
+	}()
+	return p, nil
 }
 
 func isClosed(c chan struct{}) bool {
@@ -205,6 +226,7 @@ func (s *supervisor) newProc(def *servicedef.Definition) (*proc, error) {
 	endpoint := filepath.Join(filepath.Dir(s.b.cfg.Socket),
 		fmt.Sprintf("be-%s-%s.sock", hex.EncodeToString(sum[:5]), hex.EncodeToString(rnd[:])))
 	return &proc{
+		dispatch:  s.dispatchWaiter,
 		procKey:   procKey{def.Name, def.Version},
 		def:       def,
 		endpoint:  endpoint,
@@ -511,6 +533,17 @@ func (s *supervisor) quiesceIdle(now time.Time) {
 // shutdown closes every control connection; backends keep running and
 // re-register with the next broker, which finds them in the state file.
 func (s *supervisor) shutdown() {
+	// Hellos still waiting for a backend to start are answered now.
+	s.mu.Lock()
+	starting := make([]*proc, 0, len(s.procs))
+	for _, p := range s.procs {
+		starting = append(starting, p)
+	}
+	s.mu.Unlock()
+	for _, p := range starting {
+		p.markReady(&refusal{code: pb.ErrorCode_ERROR_SHUTTING_DOWN,
+			reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second})
+	}
 	s.saveState()
 	s.mu.Lock()
 	var ctrls []*controlConn
@@ -564,4 +597,14 @@ func (s *supervisor) snapshot() []*proc {
 		}
 	}
 	return out
+}
+
+// dispatchWaiter runs a parked Hello, counted with the connections so
+// Serve waits for it.
+func (s *supervisor) dispatchWaiter(fn func()) {
+	s.b.conns.Add(1)
+	go func() {
+		defer s.b.conns.Done()
+		fn()
+	}()
 }
