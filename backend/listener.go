@@ -531,6 +531,11 @@ func (l *Listener) checkOffer(f *pb.Frame) (*pb.HandoffOffer, error) {
 	if subtle.ConstantTimeCompare([]byte(o.GetServiceName()), []byte(l.env.service)) != 1 {
 		return o, fmt.Errorf("offer for service %q reached the backend of %q", o.GetServiceName(), l.env.service)
 	}
+	if d := f.GetDeadlineUnixMs(); d != 0 && uint64(time.Now().UnixMilli()) > d {
+		// The client may have given up waiting and replayed its bytes on
+		// the reconnect route; adopting now could serve them twice.
+		return o, errors.New("offer expired before it was adopted")
+	}
 	if o.GetCorrelationId() != f.GetRequestId() {
 		return o, fmt.Errorf("offer correlation_id %d differs from its frame's request_id %d", o.GetCorrelationId(), f.GetRequestId())
 	}

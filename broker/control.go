@@ -48,7 +48,11 @@ func (c *controlConn) runHandoff(a *handoff.Attempt, client *net.UnixConn) hando
 	}
 	c.pending[id] = a
 	c.mu.Unlock()
-	out := a.Run(context.Background(), &fdTransport{ctrl: c, client: client})
+	validUntil := time.Now().Add(maxOfferValidity)
+	if d := a.Deadline(); d.Before(validUntil) {
+		validUntil = d
+	}
+	out := a.Run(context.Background(), &fdTransport{ctrl: c, client: client, validUntil: validUntil})
 	c.mu.Lock()
 	delete(c.pending, id)
 	c.mu.Unlock()
@@ -126,9 +130,16 @@ func (c *controlConn) quiesce(reason string) {
 // fdTransport moves a client connection to a backend with SCM_RIGHTS: the
 // descriptor and the bytes of its offer frame travel in one sendmsg.
 type fdTransport struct {
-	ctrl   *controlConn
-	client *net.UnixConn
+	ctrl       *controlConn
+	client     *net.UnixConn
+	validUntil time.Time // carried as the offer frame's deadline_unix_ms
 }
+
+// maxOfferValidity bounds how late a backend may adopt an offer. The
+// client's ready timeout (2 s by default) must exceed it: a client that gave
+// up and replayed its bytes on the reconnect route must never also have them
+// read by a backend that adopted the socket late.
+const maxOfferValidity = time.Second
 
 // Transfer is a no-op on Unix: the descriptor rides with the offer.
 func (t *fdTransport) Transfer(context.Context, *handoff.Offer) error { return nil }
@@ -141,6 +152,7 @@ func (t *fdTransport) Deliver(_ context.Context, o *handoff.Offer) (bool, error)
 	if err != nil {
 		return false, err
 	}
+	f.DeadlineUnixMs = uint64(t.validUntil.UnixMilli())
 	msg, err := wire.EncodeFrame(f)
 	if err != nil {
 		return false, err
