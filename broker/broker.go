@@ -109,6 +109,8 @@ type Broker struct {
 	conns    sync.WaitGroup // connection workers and other per-connection goroutines
 	work     chan *net.UnixConn
 	idleStop chan struct{}
+
+	listening chan struct{} // closed once the socket is bound
 	inflight flightGroup // handoffs between Negotiated and their outcome
 }
 
@@ -175,12 +177,17 @@ func New(cfg Config) (*Broker, error) {
 		helloSlots: make(chan struct{}, cfg.MaxHelloConns),
 		work:       make(chan *net.UnixConn),
 		idleStop:   make(chan struct{}),
+		listening:  make(chan struct{}),
 		started:    time.Now(),
 	}
 	b.metrics = newMetrics(b)
 	b.sup = newSupervisor(b)
 	return b, nil
 }
+
+// Listening is closed once Serve has bound the socket, so an embedding
+// program (the demo, tests) can connect without polling.
+func (b *Broker) Listening() <-chan struct{} { return b.listening }
 
 // Serve binds the socket (singleton), re-adopts backends recorded by a
 // previous broker and serves until ctx is done. Then it stops accepting,
@@ -196,6 +203,7 @@ func (b *Broker) Serve(ctx context.Context) error {
 		return fmt.Errorf("broker: %w", err)
 	}
 	b.log.Info("broker listening", "socket", b.cfg.Socket, "services", b.cfg.ServicesDir, "pid", os.Getpid())
+	close(b.listening)
 	b.sup.loadState()
 	janitorDone := make(chan struct{})
 	jctx, stopJanitor := context.WithCancel(context.Background())

@@ -85,6 +85,12 @@ func runDemo(n int, verbose bool, stdout, stderr io.Writer) error {
 		<-served
 	}()
 
+	select {
+	case <-b.Listening():
+	case err := <-served:
+		served <- err // for the deferred receive
+		return fmt.Errorf("broker: %w", err)
+	}
 	fmt.Fprintf(stdout, "portier demo: broker on %s, echo backend defined in %s\n", sock, svcDir)
 	start := time.Now()
 	cold, err := roundTrip(sock, client.ReadyTimeout(2*time.Second))
