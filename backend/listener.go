@@ -133,7 +133,11 @@ type Listener struct {
 
 	done      chan struct{}
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	// life is canceled by Close, so that a re-registration waiting on a
+	// silent broker ends with it instead of holding Close up.
+	life    context.Context
+	endLife context.CancelFunc
+	wg      sync.WaitGroup
 
 	mu   sync.Mutex
 	ctrl *control // current control connection, nil between brokers
@@ -162,15 +166,18 @@ func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 		direct:   make(chan net.Conn),
 		done:     make(chan struct{}),
 	}
+	l.life, l.endLife = context.WithCancel(context.Background())
 	addr := o.address
 	if env != nil {
 		addr = env.endpoint
 		l.log = l.log.With("service", env.service, "version", env.version)
 	}
 	if addr == "" {
+		l.endLife()
 		return nil, ErrNoAddress
 	}
 	if l.ln, err = listenEndpoint(addr); err != nil {
+		l.endLife()
 		return nil, fmt.Errorf("backend: listen on %s: %w", addr, err)
 	}
 	var first *control
@@ -179,6 +186,7 @@ func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 		first, err = l.register(rctx)
 		cancel()
 		if err != nil {
+			l.endLife()
 			l.ln.Close()
 			return nil, err
 		}
@@ -220,15 +228,15 @@ func (l *Listener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
 		close(l.done)
+		l.endLife()
 		err = l.ln.Close()
+		// controlLoop publishes a connection only while l is open (checked
+		// under mu), so either it is seen here or controlLoop closes it.
 		l.mu.Lock()
 		c := l.ctrl
 		l.mu.Unlock()
 		if c != nil {
-			if f, ferr := wire.NewRequest(wire.ProtocolBackendControl, 0, &pb.BackendControl{Msg: &pb.BackendControl_Unregister{Unregister: &pb.Unregister{}}}); ferr == nil {
-				_ = c.send(f)
-			}
-			c.conn.Close()
+			c.unregister()
 		}
 		l.wg.Wait()
 		for {
@@ -352,6 +360,15 @@ func (c *control) flushLocked() error {
 	return err
 }
 
+// unregister tells the broker this backend closes on purpose, and closes
+// the connection.
+func (c *control) unregister() {
+	if f, err := wire.NewRequest(wire.ProtocolBackendControl, 0, &pb.BackendControl{Msg: &pb.BackendControl_Unregister{Unregister: &pb.Unregister{}}}); err == nil {
+		_ = c.send(f)
+	}
+	c.conn.Close()
+}
+
 // stop cancels a scheduled flush; queued ACKs are dropped with the
 // connection.
 func (c *control) stop() {
@@ -403,6 +420,10 @@ func (l *Listener) register(ctx context.Context) (*control, error) {
 		deadline = time.Now().Add(DefaultRegisterTimeout)
 	}
 	_ = conn.SetDeadline(deadline)
+	// Cancellation (Close, during a re-registration) ends the wait for the
+	// reply at once rather than at the deadline.
+	stopWatch := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
 	c := &control{conn: conn}
 	reg := &pb.Register{
 		ServiceName:    l.env.service,
@@ -439,6 +460,11 @@ func (l *Listener) register(ctx context.Context) (*control, error) {
 		conn.Close()
 		return nil, &RegistrationError{Code: rr.GetCode(), Reason: rr.GetReason()}
 	}
+	if !stopWatch() {
+		// Canceled just now: the watch may still expire the deadline.
+		conn.Close()
+		return nil, fmt.Errorf("backend: register with broker: %w", context.Cause(ctx))
+	}
 	_ = conn.SetDeadline(time.Time{})
 	l.log.Debug("registered with broker", "broker", l.env.broker, "handoff", l.opts.handoff)
 	return c, nil
@@ -463,6 +489,12 @@ func (l *Listener) controlLoop(c *control) {
 	for {
 		if c != nil {
 			l.mu.Lock()
+			if l.closed() {
+				// Close ran while c was registering and could not see it.
+				l.mu.Unlock()
+				c.unregister()
+				return
+			}
 			l.ctrl = c
 			l.mu.Unlock()
 			err := l.serveControl(c)
@@ -481,7 +513,7 @@ func (l *Listener) controlLoop(c *control) {
 			return
 		}
 		backoff = min(2*backoff, maxBackoff)
-		ctx, cancel := context.WithTimeout(context.Background(), l.opts.registerTimeout)
+		ctx, cancel := context.WithTimeout(l.life, l.opts.registerTimeout)
 		var err error
 		c, err = l.register(ctx)
 		cancel()
