@@ -1,0 +1,407 @@
+//go:build linux || darwin
+
+package backend
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portier/portier/internal/fdpass"
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+)
+
+// waitTimeout bounds every wait of a test on the backend; it is a hang
+// detector, never a measure of speed.
+const waitTimeout = 10 * time.Second
+
+// fakeBroker is the broker side of the backend's control protocol, for
+// fault injection: the test decides what it answers, when it drops the
+// connection and what it offers. It listens in a short private temporary
+// directory (socket paths must stay under 108 bytes) that also holds the
+// backend's endpoint.
+type fakeBroker struct {
+	t        *testing.T
+	dir      string
+	sock     string
+	endpoint string
+	secret   []byte
+	ln       *net.UnixListener
+	logs     *logBuffer // what listeners started by listenUnder log
+}
+
+// logBuffer collects a listener's logs, which may be written from its
+// goroutines after the test returned.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// checkNoSecrets fails the test if the logs contain any of the secrets, in
+// hex or raw.
+func (b *logBuffer) checkNoSecrets(t *testing.T, secrets ...[]byte) {
+	t.Helper()
+	logs := b.String()
+	for _, s := range secrets {
+		if strings.Contains(logs, hex.EncodeToString(s)) || strings.Contains(logs, string(s)) {
+			t.Errorf("a secret or token appears in the logs:\n%s", logs)
+		}
+	}
+}
+
+func newFakeBroker(t *testing.T) *fakeBroker {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	fb := &fakeBroker{t: t, dir: dir, sock: filepath.Join(dir, "broker.sock"), endpoint: filepath.Join(dir, "be.sock"),
+		secret: make([]byte, 32), logs: new(logBuffer)}
+	_, _ = rand.Read(fb.secret)
+	fb.ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: fb.sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		fb.ln.Close()
+		fb.logs.checkNoSecrets(t, fb.secret)
+		if t.Failed() {
+			t.Logf("listener logs:\n%s", fb.logs)
+		}
+	})
+	return fb
+}
+
+// setEnv gives this process the environment the broker gives a backend it
+// started (t.Setenv: tests using it cannot run in parallel).
+func (fb *fakeBroker) setEnv() {
+	fb.t.Setenv(EnvService, "echo")
+	fb.t.Setenv(EnvVersion, "1.2.3")
+	fb.t.Setenv(EnvBroker, fb.sock)
+	fb.t.Setenv(EnvEndpoint, fb.endpoint)
+	fb.t.Setenv(EnvSpawnSecret, hex.EncodeToString(fb.secret))
+}
+
+// ctrlPeer is the fake broker's end of one control connection.
+type ctrlPeer struct {
+	t        *testing.T
+	conn     *net.UnixConn
+	regFrame *pb.Frame
+	reg      *pb.Register
+}
+
+// accept waits for the backend's next control connection and reads its
+// Register frame, checking it carries what the environment said.
+func (fb *fakeBroker) accept() *ctrlPeer {
+	t := fb.t
+	t.Helper()
+	_ = fb.ln.SetDeadline(time.Now().Add(waitTimeout))
+	c, err := fb.ln.AcceptUnix()
+	if err != nil {
+		t.Fatalf("fake broker: no control connection: %v", err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+	f, err := wire.ReadFrame(c, wire.MaxBody)
+	if err != nil {
+		t.Fatalf("fake broker: read Register: %v", err)
+	}
+	if f.GetPayloadProtocol() != wire.ProtocolBackendControl || f.GetKind() != pb.FrameKind_FRAME_KIND_REQUEST {
+		t.Fatalf("fake broker: first frame is %s of protocol 0x%04x, want a backend control REQUEST", f.GetKind(), f.GetPayloadProtocol())
+	}
+	m := new(pb.BackendControl)
+	if err := proto.Unmarshal(f.GetPayload(), m); err != nil || m.GetRegister() == nil {
+		t.Fatalf("fake broker: first control message is %v (%v), want Register", m, err)
+	}
+	reg := m.GetRegister()
+	if reg.GetServiceName() != "echo" || reg.GetVersion() != "1.2.3" || reg.GetEndpoint() != fb.endpoint ||
+		reg.GetPid() != uint32(os.Getpid()) || string(reg.GetSpawnSecret()) != string(fb.secret) || !reg.GetHandoffCapable() {
+		t.Errorf("fake broker: Register %v does not match the environment", reg)
+	}
+	return &ctrlPeer{t: t, conn: c, regFrame: f, reg: reg}
+}
+
+// reply answers the registration.
+func (p *ctrlPeer) reply(rr *pb.RegisterReply) {
+	p.t.Helper()
+	f, err := wire.NewResponse(p.regFrame, wire.ProtocolBackendControl, &pb.BackendControl{Msg: &pb.BackendControl_RegisterReply{RegisterReply: rr}})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.write(f)
+}
+
+func (p *ctrlPeer) write(f *pb.Frame) {
+	p.t.Helper()
+	_ = p.conn.SetWriteDeadline(time.Now().Add(waitTimeout))
+	if err := wire.WriteFrame(p.conn, f); err != nil {
+		p.t.Fatalf("fake broker: write: %v", err)
+	}
+}
+
+// quiesce asks the backend to close.
+func (p *ctrlPeer) quiesce() {
+	p.t.Helper()
+	f, err := wire.NewRequest(wire.ProtocolBackendControl, 0, &pb.BackendControl{Msg: &pb.BackendControl_Quiesce{Quiesce: &pb.Quiesce{Reason: "test"}}})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.write(f)
+}
+
+// offer sends f with fd in one sendmsg, as the broker does, and then closes
+// fd: the broker keeps no copy it could write to.
+func (p *ctrlPeer) offer(f *pb.Frame, fd int) {
+	p.t.Helper()
+	b, err := wire.EncodeFrame(f)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	sent, err := fdpass.SendWithFD(p.conn, b, fd, time.Now().Add(waitTimeout))
+	unix.Close(fd)
+	if err != nil || !sent {
+		p.t.Fatalf("fake broker: send offer: sent=%v, %v", sent, err)
+	}
+}
+
+// read returns the next frame from the backend.
+func (p *ctrlPeer) read() (*pb.Frame, error) {
+	_ = p.conn.SetReadDeadline(time.Now().Add(waitTimeout))
+	return wire.ReadFrame(p.conn, wire.MaxBody)
+}
+
+// readAck returns the next frame, which must be a HandoffAck RESPONSE whose
+// request_id is its correlation id.
+func (p *ctrlPeer) readAck() *pb.HandoffAck {
+	p.t.Helper()
+	f, err := p.read()
+	if err != nil {
+		p.t.Fatalf("fake broker: read ACK: %v", err)
+	}
+	if f.GetPayloadProtocol() != wire.ProtocolHandoff || f.GetKind() != pb.FrameKind_FRAME_KIND_RESPONSE {
+		p.t.Fatalf("fake broker: got %s of protocol 0x%04x, want a HandoffAck RESPONSE", f.GetKind(), f.GetPayloadProtocol())
+	}
+	a, err := wire.DecodeHandoffAck(f.GetPayload())
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if f.GetRequestId() != a.GetCorrelationId() {
+		p.t.Errorf("ACK frame request_id %d, correlation_id %d: want equal", f.GetRequestId(), a.GetCorrelationId())
+	}
+	return a
+}
+
+// readAcks reads ACKs until it has n of them (accepting ACKs are coalesced,
+// so they may arrive together and in a later batch than a rejection), keyed
+// by correlation id.
+func (p *ctrlPeer) readAcks(n int) map[uint64]*pb.HandoffAck {
+	p.t.Helper()
+	acks := make(map[uint64]*pb.HandoffAck, n)
+	for len(acks) < n {
+		a := p.readAck()
+		if _, dup := acks[a.GetCorrelationId()]; dup {
+			p.t.Fatalf("two ACKs for connection %d", a.GetCorrelationId())
+		}
+		acks[a.GetCorrelationId()] = a
+	}
+	return acks
+}
+
+// expectUnregister reads what the backend sends when its listener closes:
+// an Unregister, then EOF.
+func (p *ctrlPeer) expectUnregister() {
+	p.t.Helper()
+	f, err := p.read()
+	if err != nil {
+		p.t.Fatalf("fake broker: want Unregister, got %v", err)
+	}
+	m := new(pb.BackendControl)
+	if f.GetPayloadProtocol() != wire.ProtocolBackendControl || proto.Unmarshal(f.GetPayload(), m) != nil || m.GetUnregister() == nil {
+		p.t.Fatalf("fake broker: got %v, want Unregister", f)
+	}
+	p.expectEOF()
+}
+
+// expectEOF checks that the backend closed the control connection.
+func (p *ctrlPeer) expectEOF() {
+	p.t.Helper()
+	if f, err := p.read(); !errors.Is(err, io.EOF) {
+		p.t.Fatalf("fake broker: want EOF on the control connection, got %v, %v", f, err)
+	}
+}
+
+// handoffOffer builds an offer frame for the echo service.
+func handoffOffer(t *testing.T, connID uint64, token []byte) *pb.Frame {
+	t.Helper()
+	f, err := wire.NewRequest(wire.ProtocolHandoff, connID, &pb.HandoffOffer{Token: token, ServiceName: "echo", CorrelationId: connID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func newToken() []byte {
+	tok := make([]byte, wire.TokenLen)
+	_, _ = rand.Read(tok)
+	return tok
+}
+
+// clientPair returns the client's end of a fresh local connection and the
+// descriptor of the end the broker would hand off.
+func clientPair(t *testing.T) (*net.UnixConn, int) {
+	t.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.CloseOnExec(fds[0])
+	unix.CloseOnExec(fds[1])
+	// The broker's end is a Go socket: non-blocking, a property of the open
+	// file description the backend receives too.
+	if err := unix.SetNonblock(fds[1], true); err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fds[0]), "client")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		unix.Close(fds[1])
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.UnixConn), fds[1]
+}
+
+// readReady reads the handoff-ready event on a client connection and checks
+// it against the offer.
+func readReady(t *testing.T, c net.Conn, connID uint64, token []byte) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+	f, err := wire.ReadFrame(c, wire.MaxBody)
+	if err != nil {
+		t.Fatalf("client: read ready event: %v", err)
+	}
+	if f.GetKind() != pb.FrameKind_FRAME_KIND_EVENT || f.GetPayloadProtocol() != wire.ProtocolHandoff || f.GetRequestId() != connID {
+		t.Fatalf("client: ready event is %s protocol 0x%04x request %d, want EVENT 0x%04x request %d",
+			f.GetKind(), f.GetPayloadProtocol(), f.GetRequestId(), wire.ProtocolHandoff, connID)
+	}
+	a, err := wire.DecodeHandoffAck(f.GetPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.GetAccepted() || string(a.GetToken()) != string(token) || a.GetCorrelationId() != connID {
+		t.Fatalf("client: ready event %v does not match the offer (connection %d)", a, connID)
+	}
+}
+
+// expectClosed checks that the peer of c closed it without writing a byte.
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+	var b [64]byte
+	n, err := c.Read(b[:])
+	if n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("client: want EOF and no bytes, got %q, %v", b[:n], err)
+	}
+}
+
+// listenUnder runs Listen against fb, accepting the registration, and
+// returns the listener and the control connection it registered on.
+func listenUnder(t *testing.T, fb *fakeBroker, opts ...Option) (*Listener, *ctrlPeer) {
+	t.Helper()
+	type result struct {
+		l   net.Listener
+		err error
+	}
+	done := make(chan result, 1)
+	opts = append([]Option{Logger(slog.New(slog.NewTextHandler(fb.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}, opts...)
+	go func() {
+		l, err := Listen(context.Background(), opts...)
+		done <- result{l, err}
+	}()
+	p := fb.accept()
+	p.reply(&pb.RegisterReply{Accepted: true})
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Listen: %v", r.err)
+	}
+	l := r.l.(*Listener)
+	t.Cleanup(func() { l.Close() })
+	return l, p
+}
+
+// accept calls l.Accept, bounded by waitTimeout.
+func accept(t *testing.T, l net.Listener) net.Conn {
+	t.Helper()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := l.Accept()
+		ch <- result{c, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("Accept: %v", r.err)
+		}
+		t.Cleanup(func() { r.c.Close() })
+		return r.c
+	case <-time.After(waitTimeout):
+		l.Close() // ends the Accept above
+		t.Fatal("Accept did not return")
+		return nil
+	}
+}
+
+// countFDs returns how many descriptors this process has open.
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir(fdDir)
+	if err != nil {
+		t.Fatalf("read %s: %v", fdDir, err)
+	}
+	return len(ents)
+}
+
+// checkFDs records the descriptor count now and fails the test if it differs
+// once the test and all its cleanups are done. Call it first, so that its
+// cleanup runs last.
+func checkFDs(t *testing.T) {
+	t.Helper()
+	before := countFDs(t)
+	t.Cleanup(func() {
+		if after := countFDs(t); after != before {
+			t.Errorf("descriptor leak: %d open before the test, %d after", before, after)
+		}
+	})
+}

@@ -1,0 +1,4 @@
+package backend
+
+// fdDir lists this process's open descriptors.
+const fdDir = "/dev/fd"

@@ -1,0 +1,59 @@
+//go:build linux || darwin
+
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// warmUp makes the runtime open the descriptors it keeps for good (the
+// network poller's), so per-test descriptor counts compare like with like.
+func warmUp() {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return
+	}
+	for _, fd := range fds {
+		f := os.NewFile(uintptr(fd), "warmup")
+		if c, err := net.FileConn(f); err == nil {
+			_ = c.Close()
+		}
+		_ = f.Close()
+	}
+}
+
+// runHelper is the body of a helper process. Mode "dial" connects to the
+// socket named by its argument and reports on stdout what the server did
+// with the connection: "eof" when it was closed, "data" when bytes arrived,
+// or the error (a timeout when the server kept it open).
+func runHelper(mode string, args []string) int {
+	if mode != "dial" || len(args) != 1 {
+		fmt.Fprintf(os.Stderr, "backend test helper: unknown mode %q or arguments %q\n", mode, args)
+		return 2
+	}
+	c, err := net.DialTimeout("unix", args[0], 5*time.Second)
+	if err != nil {
+		fmt.Printf("dial: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	n, err := c.Read(b[:])
+	switch {
+	case n > 0:
+		fmt.Println("data")
+	case errors.Is(err, io.EOF), errors.Is(err, unix.ECONNRESET):
+		fmt.Println("eof")
+	default:
+		fmt.Printf("read: %v\n", err)
+	}
+	return 0
+}
