@@ -133,6 +133,7 @@ type Listener struct {
 
 	done      chan struct{}
 	closeOnce sync.Once
+	finished  chan struct{} // closed when Close has done everything
 	// life is canceled by Close, so that a re-registration waiting on a
 	// silent broker ends with it instead of holding Close up.
 	life    context.Context
@@ -165,6 +166,7 @@ func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 		handoffs: make(chan net.Conn, o.queue),
 		direct:   make(chan net.Conn),
 		done:     make(chan struct{}),
+		finished: make(chan struct{}),
 	}
 	l.life, l.endLife = context.WithCancel(context.Background())
 	addr := o.address
@@ -199,7 +201,9 @@ func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 }
 
 // Accept returns the next handed-off or direct connection. After Close (or a
-// quiesce request from the broker) it returns an error matching net.ErrClosed.
+// quiesce request from the broker) it returns an error matching net.ErrClosed,
+// once Close has finished: a program that exits when Accept fails has then
+// unregistered and removed its endpoint.
 func (l *Listener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.handoffs:
@@ -214,6 +218,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 	case c := <-l.direct:
 		return c, nil
 	case <-l.done:
+		<-l.finished // bounded: every wait in Close has a deadline
 		return nil, &net.OpError{Op: "accept", Net: l.ln.Addr().Network(), Addr: l.ln.Addr(), Err: net.ErrClosed}
 	}
 }
@@ -227,6 +232,7 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 func (l *Listener) Close() error {
 	var err error
 	l.closeOnce.Do(func() {
+		defer close(l.finished)
 		close(l.done)
 		l.endLife()
 		err = l.ln.Close()
