@@ -924,3 +924,35 @@ func TestBadFramingDropsControl(t *testing.T) {
 		t.Errorf("ACK %v, want accepted", a)
 	}
 }
+
+// TestAcceptErrorAfterCloseFinished: Accept reports the closed listener
+// only once Close has finished, so a program that exits when Accept fails
+// (after the broker asked it to quiesce) has unregistered and removed its
+// endpoint by then.
+func TestAcceptErrorAfterCloseFinished(t *testing.T) {
+	checkFDs(t)
+	fb := newFakeBroker(t)
+	fb.setEnv()
+	l, p := listenUnder(t, fb)
+	errc := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if c != nil {
+			c.Close()
+		}
+		errc <- err
+	}()
+	p.quiesce()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Accept after quiesce: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Accept did not return after quiesce")
+	}
+	// Nothing here waits for Close: it is done already.
+	expectNoFile(t, fb.endpoint)
+	p.expectUnregister()
+	goleak.VerifyNone(t)
+}
