@@ -15,6 +15,10 @@ func init() {
 	register(command{name: "dial", summary: "bridge stdin/stdout to a brokered connection", run: dialCmd})
 }
 
+// dialStdin is what dial bridges to the connection: os.Stdin, or a pipe in
+// tests (commands get stdout and stderr but not stdin).
+var dialStdin io.Reader = os.Stdin
+
 func dialCmd(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("dial", stderr)
 	version := fs.String("version", "", "wanted version (default: the one the definition names)")
@@ -55,7 +59,7 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		fmt.Fprintf(stderr, "portier dial: %s@%s route=%s connection=%d\n", service, c.DaemonVersion(), c.Route(), c.ConnectionID())
 	}
-	if err := bridge(c, os.Stdin, stdout); err != nil {
+	if err := bridge(c, dialStdin, stdout); err != nil {
 		fmt.Fprintln(stderr, "portier dial:", err)
 		return exitFailure
 	}
