@@ -80,14 +80,6 @@ func runDemo(n int, verbose bool, stdout, stderr io.Writer) error {
 	ctx, stop := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- b.Serve(ctx) }()
-	// The first connection must not race the broker's bind: it would find
-	// no socket and fail.
-	select {
-	case <-b.Listening():
-	case err := <-served:
-		stop()
-		return err
-	}
 	defer func() {
 		stop()
 		<-served
