@@ -332,7 +332,7 @@ type control struct {
 // flushes early under load.
 const (
 	ackDelay    = time.Millisecond
-	maxAckBatch = 16 << 10
+	maxAckBatch = 1 << 10 // about 24 ACKs: bounds how long handoffs stay in the broker's in-flight count
 )
 
 // send writes f after any queued ACKs.

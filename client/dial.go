@@ -89,7 +89,7 @@ func Dial(ctx context.Context, service string, opts ...Option) (*Conn, error) {
 		WantedVersion:      cfg.version,
 		ClientCapabilities: caps,
 		RequestId:          idPrefix() + "-" + strconv.FormatUint(frameID, 16),
-		PeerPid:            uint32(os.Getpid()),
+		PeerPid:            selfPID,
 		ClientLibName:      LibName,
 		ClientLibVersion:   LibVersion,
 	}
@@ -356,6 +356,13 @@ func (d *dialer) hello(hello *pb.Hello, frameID uint64) (*Conn, error) {
 	}
 	return newConn(uc, Reconnect, connID, pipe, neg.GetDaemonVersion(), nil), nil
 }
+
+// A process's pid and effective uid do not change (Go programs do not fork
+// without exec), and reading them per Dial cost two syscalls.
+var (
+	selfPID  = uint32(os.Getpid())
+	selfEUID = os.Geteuid()
+)
 
 // maxRehellos bounds the fresh Hellos a dial sends after backend_pipe
 // turned out dead.

@@ -3,7 +3,6 @@ package client
 import (
 	"fmt"
 	"net"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,7 +24,7 @@ func checkBrokerPeer(uc *net.UnixConn) error {
 	if cerr != nil {
 		return fmt.Errorf("peer credentials: %w", cerr)
 	}
-	if want := os.Geteuid(); int(cred.Uid) != want {
+	if want := selfEUID; int(cred.Uid) != want {
 		return fmt.Errorf("socket is served by uid %d, not by this user (uid %d)", cred.Uid, want)
 	}
 	return nil

@@ -12,9 +12,13 @@ import (
 // path) would let someone other than the current user choose the programs
 // the broker runs: owned by another user (root is trusted, as it could do
 // anything anyway), or writable by group or others.
+// selfEUID is read once: it does not change, and the check runs on every
+// lookup (every Hello).
+var selfEUID = os.Geteuid()
+
 func unsafePerm(fi fs.FileInfo, path, what string) (problem, reason string) {
 	if owner, ok := ownerUID(fi); ok {
-		if uid := os.Geteuid(); owner != uid && owner != 0 {
+		if uid := selfEUID; owner != uid && owner != 0 {
 			return ProblemNotOwner, fmt.Sprintf("owned by uid %d, not by you (uid %d) or root, so its owner decides what the broker runs as you; chown it to yourself or use a path you own", owner, uid)
 		}
 	}
