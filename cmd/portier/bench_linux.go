@@ -123,8 +123,13 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		rep.RTT, rep.Stream, rep.Cold, rep.Targets, rep.Warnings = nil, nil, coldSummary{}, nil, nil
 		rep.summarize()
 	} else {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		// Any of these ends the run through its cleanup, which stops every
+		// process it started.
+		sctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 		defer stop()
+		ctx, cancel := context.WithCancel(sctx)
+		defer cancel()
+		defer watchBrokenOutput(cancel)()
 		progress := stderr
 		if *quiet {
 			progress = io.Discard

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // What the bench reads about other processes, from /proc. CPU time comes
@@ -220,6 +223,50 @@ func waitGone(pid int, d time.Duration) bool {
 		time.Sleep(2 * time.Millisecond)
 	}
 	return true
+}
+
+// watchBrokenOutput calls cancel when the bench's stdout or stderr becomes a
+// pipe nobody reads (SIGPIPE, then poll reports an error on fd 1 or 2).
+// Without it Go would exit on the spot and leave the broker's backends
+// running; SIGPIPE from a child's pipe or a socket leaves the run alone.
+// The returned function stops watching.
+func watchBrokenOutput(cancel context.CancelFunc) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGPIPE)
+	done := make(chan struct{})
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		for {
+			select {
+			case <-ch:
+				if outputBroken() {
+					cancel()
+					return
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+		<-exited
+	}
+}
+
+func outputBroken() bool {
+	fds := []unix.PollFd{{Fd: 1}, {Fd: 2}} // POLLERR and POLLHUP need no request
+	if _, err := unix.Poll(fds, 0); err != nil {
+		return false
+	}
+	for _, f := range fds {
+		if f.Revents&(unix.POLLERR|unix.POLLHUP) != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // raiseNoFile lifts the soft RLIMIT_NOFILE to the hard limit. Children
