@@ -65,6 +65,7 @@ type options struct {
 	queue           int
 	handoff         bool
 	registerTimeout time.Duration
+	orphanTimeout   time.Duration
 }
 
 // Address sets the endpoint to listen on when the program runs without a
@@ -83,6 +84,16 @@ func QueueSize(n int) Option { return func(o *options) { o.queue = n } }
 // NoHandoff registers without the handoff capability: every client reaches
 // this backend through its own endpoint.
 func NoHandoff() Option { return func(o *options) { o.handoff = false } }
+
+// DefaultOrphanTimeout is how long a backend whose broker went away keeps
+// trying to re-register before it closes its listener.
+const DefaultOrphanTimeout = 10 * time.Minute
+
+// OrphanTimeout sets how long the listener keeps re-registering after its
+// broker went away (default 10 minutes, the default idle timeout) before it
+// closes, so that a backend whose broker never comes back exits instead of
+// retrying forever. A restarted broker normally re-adopts it within a second.
+func OrphanTimeout(d time.Duration) Option { return func(o *options) { o.orphanTimeout = d } }
 
 // RegisterTimeout bounds the first registration with the broker (default
 // 5 s, also bounded by Listen's context).
@@ -148,12 +159,15 @@ type Listener struct {
 // accepted the registration (bounded by ctx and RegisterTimeout); standalone
 // it returns once the Address endpoint is bound.
 func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
-	o := options{logger: slog.Default(), queue: DefaultQueueSize, handoff: handoffSupported, registerTimeout: DefaultRegisterTimeout}
+	o := options{logger: slog.Default(), queue: DefaultQueueSize, handoff: handoffSupported, registerTimeout: DefaultRegisterTimeout, orphanTimeout: DefaultOrphanTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.queue <= 0 {
 		o.queue = DefaultQueueSize
+	}
+	if o.orphanTimeout <= 0 {
+		o.orphanTimeout = DefaultOrphanTimeout
 	}
 	env, err := readEnv()
 	if err != nil {
@@ -492,6 +506,7 @@ func decodeControl(f *pb.Frame) (*pb.BackendControl, error) {
 func (l *Listener) controlLoop(c *control) {
 	defer l.wg.Done()
 	backoff := minBackoff
+	var lost time.Time
 	for {
 		if c != nil {
 			l.mu.Lock()
@@ -514,6 +529,14 @@ func (l *Listener) controlLoop(c *control) {
 			}
 			l.log.Info("control connection to broker lost; re-registering", "err", err)
 			backoff = minBackoff
+			lost = time.Now()
+		}
+		if time.Since(lost) > l.opts.orphanTimeout {
+			// No broker came back: nothing will route clients here or
+			// stop this process, so stop taking clients and let it exit.
+			l.log.Warn("no broker accepted a registration; closing the listener", "after", l.opts.orphanTimeout)
+			go l.Close()
+			return
 		}
 		if !l.sleep(backoff) {
 			return

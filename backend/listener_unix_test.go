@@ -956,3 +956,21 @@ func TestAcceptErrorAfterCloseFinished(t *testing.T) {
 	p.expectUnregister()
 	goleak.VerifyNone(t)
 }
+
+// TestOrphanTimeout: a backend whose broker is gone for good stops retrying
+// after OrphanTimeout and closes its listener, so the program can exit.
+func TestOrphanTimeout(t *testing.T) {
+	checkFDs(t)
+	fb := newFakeBroker(t)
+	fb.setEnv()
+	l, p := listenUnder(t, fb, OrphanTimeout(100*time.Millisecond))
+	fb.ln.Close() // the broker is gone: every re-registration fails to dial
+	p.conn.Close()
+	expectAcceptClosed(t, l)
+	l.Close()
+	expectNoFile(t, fb.endpoint)
+	if !strings.Contains(fb.logs.String(), "no broker accepted a registration") {
+		t.Errorf("no log line explains why the listener closed:\n%s", fb.logs)
+	}
+	goleak.VerifyNone(t)
+}
