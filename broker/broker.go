@@ -111,7 +111,7 @@ type Broker struct {
 	idleStop chan struct{}
 
 	listening chan struct{} // closed once the socket is bound
-	inflight flightGroup // handoffs between Negotiated and their outcome
+	inflight  flightGroup   // handoffs between Negotiated and their outcome
 }
 
 // flightGroup counts the handoffs in flight. It is not a sync.WaitGroup
