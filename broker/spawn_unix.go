@@ -158,3 +158,26 @@ func tailLines(path string, n int, limit int64) string {
 	}
 	return string(bytes.Join(lines, []byte("\n")))
 }
+
+// copyTruncate keeps the last keep bytes of path in path+".1" and empties
+// path.
+func copyTruncate(path string, keep int64) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return
+	}
+	off := max(fi.Size()-keep, 0)
+	tail, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	if err != nil {
+		return
+	}
+	if err := os.WriteFile(path+".1", tail, 0o600); err != nil {
+		return
+	}
+	_ = os.Truncate(path, 0)
+}

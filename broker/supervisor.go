@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -498,6 +499,7 @@ func (s *supervisor) janitor(ctx context.Context) {
 		case now := <-t.C:
 			s.quiesceIdle(now)
 			s.reapAdopted()
+			s.capLogs()
 		}
 	}
 }
@@ -607,4 +609,25 @@ func (s *supervisor) dispatchWaiter(fn func()) {
 		defer s.b.conns.Done()
 		fn()
 	}()
+}
+
+// capLogs keeps the output logs of running backends under LogCap. A backend
+// holds its log open with O_APPEND, so the log cannot be renamed away;
+// instead its newest half is copied to <log>.1 and the log is truncated in
+// place (as logrotate's copytruncate does; lines written in between are
+// lost).
+func (s *supervisor) capLogs() {
+	dir := filepath.Join(s.b.cfg.StateDir, "logs")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".log") {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.Size() > s.b.cfg.LogCap {
+			copyTruncate(filepath.Join(dir, e.Name()), s.b.cfg.LogCap/2)
+		}
+	}
 }
