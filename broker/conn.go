@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/portier/portier/handoff"
@@ -144,6 +145,15 @@ func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 	}
 	def, err := b.defs.Lookup(h.GetServiceName())
 	if err != nil {
+		var defErr *servicedef.Error
+		switch {
+		case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
+			b.refuse(c, f, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", time.Second, nil)
+			return
+		case !errors.Is(err, servicedef.ErrUnknown) && !errors.As(err, &defErr):
+			b.refuse(c, f, pb.ErrorCode_ERROR_INTERNAL, fmt.Sprintf("cannot read the definition of %q: %v", h.GetServiceName(), err), time.Second, nil)
+			return
+		}
 		if errors.Is(err, servicedef.ErrUnknown) {
 			b.refuse(c, f, pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
 				fmt.Sprintf("no service %q: add %s.toml to %s", h.GetServiceName(), h.GetServiceName(), b.cfg.ServicesDir), 0, nil)

@@ -218,7 +218,9 @@ func (r *Registry) load(path string, fi fs.FileInfo, old *entry) *entry {
 	readAt := time.Now()
 	f, err := os.Open(path)
 	if err != nil {
-		return fail("cannot open: %v", err)
+		// Not a problem of the definition (it may be out of descriptors):
+		// keep the cause inspectable with errors.Is.
+		return &entry{key: r.keyOf(fi), err: fmt.Errorf("servicedef: open %s: %w", path, err), racy: true}
 	}
 	defer f.Close()
 	fi, err = f.Stat() // describe exactly the file we read
