@@ -328,28 +328,18 @@ func (l *Listener) sleep(d time.Duration) bool {
 // control is one control connection to the broker. Writes are serialized so
 // concurrent frames never interleave.
 //
-// Accepting ACKs are coalesced: each is queued and written at most
-// ackDelay later, together with every other ACK queued meanwhile. An ACK only tells the
-// broker to finish its bookkeeping (the client was served by the ready
-// event already), so delaying it costs nothing a client sees, while writing
-// it at once cost a write here and a wakeup of the broker per handoff.
+// ACKs are written at once. Coalescing them (queueing accepting ACKs for up
+// to 1 ms and writing them in one batch) saved a write and a broker wakeup
+// per handoff, but portier bench measured it slower: the batch landed in the
+// middle of later Hellos, whose broker work then waited behind it (handoff
+// vs reconnect p50 at c=1: 1.07-1.21 coalesced against 0.96-0.99 immediate,
+// in back-to-back --quick runs).
 type control struct {
 	conn net.Conn
-
-	wmu   sync.Mutex
-	acks  []byte // encoded ACK frames not yet written
-	armed bool   // a flush is scheduled
-	timer *time.Timer
+	wmu  sync.Mutex
 }
 
-// ackDelay bounds how long an ACK waits to be coalesced; maxAckBatch
-// flushes early under load.
-const (
-	ackDelay    = time.Millisecond
-	maxAckBatch = 1 << 10 // about 24 ACKs: bounds how long handoffs stay in the broker's in-flight count
-)
-
-// send writes f after any queued ACKs.
+// send writes f.
 func (c *control) send(f *pb.Frame) error {
 	b, err := wire.EncodeFrame(f)
 	if err != nil {
@@ -357,31 +347,15 @@ func (c *control) send(f *pb.Frame) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.acks = append(c.acks, b...)
-	return c.flushLocked()
-}
-
-func (c *control) flush() {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	_ = c.flushLocked() // a lost ACK is the broker's ACK timeout
-}
-
-func (c *control) flushLocked() error {
-	c.armed = false
-	if len(c.acks) == 0 {
-		return nil
-	}
 	if err := c.conn.SetWriteDeadline(time.Now().Add(ioTimeout)); err != nil {
 		return err
 	}
-	_, err := c.conn.Write(c.acks)
-	c.acks = c.acks[:0]
+	_, err = c.conn.Write(b)
 	return err
 }
 
-// unregister tells the broker this backend closes on purpose, and closes
-// the connection.
+// unregister tells the broker this backend is closing on purpose, then
+// closes the connection.
 func (c *control) unregister() {
 	if f, err := wire.NewRequest(wire.ProtocolBackendControl, 0, &pb.BackendControl{Msg: &pb.BackendControl_Unregister{Unregister: &pb.Unregister{}}}); err == nil {
 		_ = c.send(f)
@@ -389,18 +363,7 @@ func (c *control) unregister() {
 	c.conn.Close()
 }
 
-// stop cancels a scheduled flush; queued ACKs are dropped with the
-// connection.
-func (c *control) stop() {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.timer != nil {
-		c.timer.Stop()
-	}
-	c.armed = false
-}
-
-// ack queues the answer to an offer.
+// ack answers an offer.
 func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail string) {
 	f, err := wire.NewRequest(wire.ProtocolHandoff, correlationID, &pb.HandoffAck{
 		Token: token, Accepted: accepted, ErrorDetail: detail, CorrelationId: correlationID,
@@ -409,24 +372,7 @@ func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail 
 		return
 	}
 	f.Kind = pb.FrameKind_FRAME_KIND_RESPONSE
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.acks, err = wire.AppendFrame(c.acks, f)
-	switch {
-	case err != nil:
-		return
-	case !accepted || len(c.acks) >= maxAckBatch:
-		// A rejection is flushed at once: its client waits for the
-		// broker to close its copy before it can reconnect.
-		_ = c.flushLocked()
-	case !c.armed:
-		c.armed = true
-		if c.timer == nil {
-			c.timer = time.AfterFunc(ackDelay, c.flush)
-		} else {
-			c.timer.Reset(ackDelay)
-		}
-	}
+	_ = c.send(f) // a lost ACK is the broker's ACK timeout
 }
 
 // register dials the broker and registers this backend.
@@ -522,7 +468,6 @@ func (l *Listener) controlLoop(c *control) {
 			l.mu.Lock()
 			l.ctrl = nil
 			l.mu.Unlock()
-			c.stop()
 			c.conn.Close()
 			if l.closed() {
 				return

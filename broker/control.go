@@ -76,7 +76,7 @@ func (c *controlConn) abandonPending(detail string) {
 // peer is a verified local process whose exit closes the socket, so the
 // idle read has no deadline. Nothing but frames arrives on this side of the
 // connection (descriptors only travel to the backend), so it is read
-// through a buffer: a batch of coalesced ACKs costs one read.
+// through a buffer: ACKs that arrive together cost one read.
 func (c *controlConn) readLoop() {
 	r := bufio.NewReaderSize(c.conn, 4096)
 	for {
