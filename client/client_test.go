@@ -463,7 +463,9 @@ func TestContextCancelled(t *testing.T) {
 			}
 			done := make(chan result, 1)
 			go func() {
-				c, err := Dial(ctx, "echo", Socket(e.fb.sock), HandshakeTimeout(ioTimeout), ReadyTimeout(ioTimeout))
+				// Without AwaitReady, Dial does not wait for the ready event
+				// at all (the route settles on first use).
+				c, err := Dial(ctx, "echo", Socket(e.fb.sock), HandshakeTimeout(ioTimeout), ReadyTimeout(ioTimeout), AwaitReady())
 				done <- result{c, err}
 			}()
 			<-e.fb.helloSeen

@@ -75,6 +75,11 @@ type dialer struct {
 // ErrBackendUnavailable (backend_pipe could not be dialed), or ctx.Err()
 // wrapped when ctx ends first. A handoff that does not complete is never an
 // error.
+//
+// ctx bounds Dial itself. Unless AwaitReady is given, Dial returns once the
+// broker's Negotiated announces a handoff and the route settles on first use
+// (see Conn); that settlement is bounded by ReadyTimeout and
+// HandshakeTimeout, not by ctx.
 func Dial(ctx context.Context, service string, opts ...Option) (*Conn, error) {
 	cfg := newConfig(opts)
 	frameID := frameIDs.Add(1)
