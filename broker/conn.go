@@ -208,13 +208,15 @@ func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicede
 		neg.ServerCapabilities = wire.CapHandlePassing
 		neg.HandlePassedToken = tok[:]
 		b.inflight.Add(1)
-		defer b.inflight.Done()
 	}
 	p.touch()
 	if err := b.reply(c, f, nil, neg); err != nil {
+		// reply closes c only for a refusal; nobody else holds it.
+		c.Close()
 		if attempt != nil {
 			out := attempt.Cancel(handoff.ReasonTransferFailed, "write Negotiated: "+err.Error())
 			b.metrics.handoff(out)
+			b.inflight.Done()
 		}
 		return
 	}
@@ -226,16 +228,18 @@ func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicede
 	}
 	// From here on the broker never reads or writes c again (contract 2):
 	// it sends its descriptor to the backend and closes its own copy once
-	// the outcome is known.
-	out := ctrl.runHandoff(attempt, c)
-	c.Close()
-	b.metrics.handoff(out)
-	if out.Completed {
-		b.log.Debug("hello routed", "conn", connID, "service", def.Name, "route", "handoff")
-	} else {
-		b.log.Debug("hello routed", "conn", connID, "service", def.Name, "route", "handoff_fallback",
-			"stage", out.Stage.String(), "reason", out.Reason.String(), "detail", out.Detail)
-	}
+	// the outcome is known. The worker is free as soon as the offer is out.
+	ctrl.startHandoff(attempt, c, func(out handoff.Outcome) {
+		c.Close()
+		b.metrics.handoff(out)
+		b.inflight.Done()
+		if out.Completed {
+			b.log.Debug("hello routed", "conn", connID, "service", def.Name, "route", "handoff")
+		} else {
+			b.log.Debug("hello routed", "conn", connID, "service", def.Name, "route", "handoff_fallback",
+				"stage", out.Stage.String(), "reason", out.Reason.String(), "detail", out.Detail)
+		}
+	})
 }
 
 // versionRetryAfter tells a client refused for its version when to look
