@@ -37,14 +37,18 @@ type controlConn struct {
 // reading its control connection must not hold a handoff forever).
 const offerWriteTimeout = 2 * time.Second
 
-// runHandoff sends client's descriptor to the backend and waits for the
-// outcome (ACK, rejection, deadline or loss of the control connection).
-func (c *controlConn) runHandoff(a *handoff.Attempt, client *net.UnixConn) handoff.Outcome {
+// startHandoff sends client's descriptor to the backend and returns; done
+// receives the outcome exactly once (ACK, rejection, deadline or loss of the
+// control connection), possibly before startHandoff returns. No goroutine
+// waits for the ACK: the control reader (or the deadline's timer) completes
+// the attempt.
+func (c *controlConn) startHandoff(a *handoff.Attempt, client *net.UnixConn, done func(handoff.Outcome)) {
 	id := a.ConnectionID()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return a.Cancel(handoff.ReasonBackendNotCapable, "backend control connection closed")
+		done(a.Cancel(handoff.ReasonBackendNotCapable, "backend control connection closed"))
+		return
 	}
 	c.pending[id] = a
 	c.mu.Unlock()
@@ -52,11 +56,12 @@ func (c *controlConn) runHandoff(a *handoff.Attempt, client *net.UnixConn) hando
 	if d := a.Deadline(); d.Before(validUntil) {
 		validUntil = d
 	}
-	out := a.Run(context.Background(), &fdTransport{ctrl: c, client: client, validUntil: validUntil})
-	c.mu.Lock()
-	delete(c.pending, id)
-	c.mu.Unlock()
-	return out
+	a.Start(&fdTransport{ctrl: c, client: client, validUntil: validUntil}, func(out handoff.Outcome) {
+		c.mu.Lock()
+		delete(c.pending, id)
+		c.mu.Unlock()
+		done(out)
+	})
 }
 
 // abandonPending fails every handoff waiting on this connection at once,
@@ -64,11 +69,16 @@ func (c *controlConn) runHandoff(a *handoff.Attempt, client *net.UnixConn) hando
 // deadline.
 func (c *controlConn) abandonPending(detail string) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.closed = true
+	pending := make([]*handoff.Attempt, 0, len(c.pending))
+	for _, a := range c.pending {
+		pending = append(pending, a)
+	}
+	c.mu.Unlock()
+	// Ack runs each attempt's completion, which takes c.mu: not under it.
 	now := time.Now()
-	for id, a := range c.pending {
-		_ = c.orch.Ack(id, a.Token(), false, detail, now)
+	for _, a := range pending {
+		_ = c.orch.Ack(a.ConnectionID(), a.Token(), false, detail, now)
 	}
 }
 

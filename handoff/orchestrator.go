@@ -275,6 +275,12 @@ type Attempt struct {
 
 	state   attemptState // guarded by o.mu
 	outcome Outcome      // guarded by o.mu; final once state == stateDone
+
+	// finish and expiry are set by Start while the ACK is awaited; guarded
+	// by o.mu. completeLocked hands finish to whoever completed the
+	// attempt, which calls it once o.mu is released.
+	finish func(Outcome)
+	expiry *time.Timer
 }
 
 // Token returns the attempt's one-time token, for Negotiated. (Zero for a
@@ -433,9 +439,14 @@ func (o *Orchestrator) detachLocked(a *Attempt) {
 // completeLocked records a's outcome, releases its slot, updates counters and
 // the failure window (when countFailure and the reason is the backend's
 // fault), and wakes Run.
-func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool) {
+func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool) (finish func(Outcome)) {
 	a.outcome = out
 	a.state = stateDone
+	finish, a.finish = a.finish, nil
+	if a.expiry != nil {
+		a.expiry.Stop()
+		a.expiry = nil
+	}
 	o.limiter.Release()
 	if out.Completed {
 		o.nCompleted.Add(1)
@@ -455,6 +466,7 @@ func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool
 	if a.done != nil {
 		close(a.done)
 	}
+	return finish
 }
 
 // Ack settles the attempt for connection connID with a HandoffAck received at
@@ -475,23 +487,37 @@ func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool
 // A nil error means the ACK was taken, whether accepted or a rejection.
 func (o *Orchestrator) Ack(connID uint64, presented Token, accepted bool, detail string, at time.Time) error {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	finish, a, err := o.ackLocked(connID, presented, accepted, detail, at)
+	var out Outcome
+	if a != nil {
+		out = a.outcome
+	}
+	o.mu.Unlock()
+	if finish != nil {
+		finish(out)
+	}
+	return err
+}
+
+// ackLocked is Ack's body; it returns the finish callback of an attempt
+// started with Start that it completed.
+func (o *Orchestrator) ackLocked(connID uint64, presented Token, accepted bool, detail string, at time.Time) (func(Outcome), *Attempt, error) {
 	a := o.attempts[connID]
 	if a == nil || a.state != stateDelivering {
-		return ErrNotPending
+		return nil, nil, ErrNotPending
 	}
 	if err := o.store.ConsumeMatching(a.token, presented, at); err != nil {
 		if errors.Is(err, ErrTokenMismatch) {
-			return err
+			return nil, nil, err
 		}
 		o.detachLocked(a)
-		o.completeLocked(a, Outcome{
+		finish := o.completeLocked(a, Outcome{
 			Stage:   StageAcknowledge,
 			Reason:  ReasonAckTimeout,
 			Reached: true,
 			Detail:  err.Error(),
 		}, true)
-		return err
+		return finish, a, err
 	}
 	_, err := o.acks.Acknowledge(a.token, at)
 	o.detachLocked(a)
@@ -507,8 +533,8 @@ func (o *Orchestrator) Ack(connID uint64, presented Token, accepted bool, detail
 	default:
 		out.Completed = true
 	}
-	o.completeLocked(a, out, true)
-	return err
+	finish := o.completeLocked(a, out, true)
+	return finish, a, err
 }
 
 // maxDetail bounds peer-supplied detail text kept in an Outcome.
@@ -648,6 +674,103 @@ func (a *Attempt) Run(ctx context.Context, t Transport) Outcome {
 		return a.failAfterOffer(StageAwaitAck, ReasonAckTimeout, "handoff: no ACK before the deadline")
 	case <-ctx.Done():
 		return a.failAfterOffer(StageAwaitAck, ReasonCanceled, ctx.Err().Error())
+	}
+}
+
+// Start is Run without the wait: it performs Transfer and Deliver on the
+// caller's goroutine and then returns, and finish receives the outcome
+// exactly once, with no lock held: on the caller's goroutine when the
+// outcome is known by the time Deliver returns (a failure, or an ACK that
+// arrived meanwhile), else on the goroutine that calls Ack, or on a timer's
+// goroutine at the ACK deadline. Accounting is Run's.
+//
+// The broker uses it so that no goroutine waits per handoff in flight: the
+// control connection's reader completes the attempt when the ACK arrives,
+// which saves a goroutine wake-up per handoff.
+func (a *Attempt) Start(t Transport, finish func(Outcome)) {
+	if finish == nil {
+		finish = func(Outcome) {}
+	}
+	if a == nil || a.o == nil {
+		finish(Outcome{Stage: StageTransfer, Reason: ReasonInternal, Detail: "handoff: Start on a nil Attempt"})
+		return
+	}
+	o := a.o
+	o.mu.Lock()
+	switch a.state {
+	case stateBegun:
+		a.state = stateTransferring
+		o.begun--
+	case stateDone:
+		out := a.outcome
+		o.mu.Unlock()
+		finish(out)
+		return
+	default:
+		o.mu.Unlock()
+		finish(Outcome{Stage: StageTransfer, Reason: ReasonInternal, Detail: "handoff: Start after Run or Start"})
+		return
+	}
+	o.mu.Unlock()
+
+	ctx := context.Background()
+	if t == nil {
+		finish(a.failBeforeOffer(nil, StageTransfer, ReasonInternal, "handoff: nil Transport"))
+		return
+	}
+	if err := callTransfer(ctx, t, &a.offer); err != nil {
+		finish(a.failBeforeOffer(t, StageTransfer, classify(ctx, err), err.Error()))
+		return
+	}
+	o.mu.Lock()
+	a.state = stateDelivering
+	o.mu.Unlock()
+	if reached, err := callDeliver(ctx, t, &a.offer); err != nil {
+		if !reached {
+			finish(a.failBeforeOffer(t, StageDeliver, classify(ctx, err), err.Error()))
+			return
+		}
+		finish(a.failAfterOffer(StageDeliver, classify(ctx, err), err.Error()))
+		return
+	}
+	o.mu.Lock()
+	if a.state == stateDone {
+		out := a.outcome
+		o.mu.Unlock()
+		finish(out)
+		return
+	}
+	wait := a.deadline.Sub(o.now())
+	if wait <= 0 {
+		o.mu.Unlock()
+		finish(a.failAfterOffer(StageAwaitAck, ReasonAckTimeout, "handoff: ACK deadline passed while the offer was being delivered"))
+		return
+	}
+	a.finish = finish
+	a.expiry = time.AfterFunc(wait, a.expire)
+	o.mu.Unlock()
+}
+
+// expire completes a started attempt whose ACK did not arrive in time.
+func (a *Attempt) expire() {
+	o := a.o
+	o.mu.Lock()
+	if a.state == stateDone {
+		o.mu.Unlock()
+		return
+	}
+	o.detachLocked(a)
+	finish := o.completeLocked(a, Outcome{
+		Stage:   StageAwaitAck,
+		Reason:  ReasonAckTimeout,
+		Reached: true,
+		Leaked:  a.offer.HandleValue != 0,
+		Detail:  "handoff: no ACK before the deadline",
+	}, true)
+	out := a.outcome
+	o.mu.Unlock()
+	if finish != nil {
+		finish(out)
 	}
 }
 

@@ -25,7 +25,7 @@ func assertNoLeak(t *testing.T, what, s string, tok Token) {
 		fmt.Sprint([]byte(tok[:])),
 		fmt.Sprintf("%#v", []byte(tok[:])),
 		hex.EncodeToString(tok[:4]),
-		fmt.Sprint([]byte(tok[:4]))[1:12],
+		strings.Trim(fmt.Sprint([]byte(tok[:4])), "[]"),
 		string(tok[:]),
 	}
 	for _, f := range forms {
