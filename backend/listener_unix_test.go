@@ -974,3 +974,44 @@ func TestOrphanTimeout(t *testing.T) {
 	}
 	goleak.VerifyNone(t)
 }
+
+// TestOfferOfUnusableDescriptorNothingWritten: a descriptor the backend
+// cannot turn into a connection is rejected before anything is written on
+// it, so the client never sees a ready event from a backend that then
+// drops it (DESIGN §3.2: a backend that rejects closes its copy without
+// writing).
+func TestOfferOfUnusableDescriptorNothingWritten(t *testing.T) {
+	checkFDs(t)
+	fb := newFakeBroker(t)
+	fb.setEnv()
+	l, p := listenUnder(t, fb)
+	// A datagram socket takes the ready event's write, but is not a stream
+	// connection.
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fds[0])
+	for _, fd := range fds {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tok := newToken()
+	p.offer(handoffOffer(t, 50, tok), fds[1])
+	if a := p.readAck(); a.GetAccepted() {
+		t.Fatalf("ACK %v, want a rejection", a)
+	}
+	buf := make([]byte, 512)
+	if n, err := unix.Read(fds[0], buf); !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("the client end got %d bytes (%v) from a backend that rejected the offer; want nothing", n, err)
+	}
+	// Still serving offers.
+	client, fd := clientPair(t)
+	p.offer(handoffOffer(t, 51, tok), fd)
+	readReady(t, client, 51, tok)
+	exchange(t, client, accept(t, l))
+	if a := p.readAck(); !a.GetAccepted() {
+		t.Errorf("ACK %v, want accepted", a)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/portier/portier/internal/fdpass"
@@ -110,28 +111,33 @@ func (l *Listener) handleOffer(c *control, f *pb.Frame, msg fdpass.Message) {
 		reject(err.Error())
 		return
 	}
+	// The descriptor becomes a net.Conn before anything is written on it: a
+	// failure here is a rejection the client must not see a ready event for.
+	conn, err := fdpass.ConnFromFD(fd) // takes fd, closing it on error
+	if err != nil {
+		l.reserved.Add(-1)
+		c.ack(f.GetRequestId(), o.GetToken(), false, "adopt connection: "+err.Error())
+		return
+	}
 	// The socket is non-blocking (its file description is shared with the
 	// broker's Go socket), and a few dozen bytes into a fresh local socket
 	// never block; a partial write is finished below with a deadline.
-	n, err := writeFD(fd, ready)
-	if err != nil {
-		l.reserved.Add(-1)
-		reject("write handoff-ready event: " + err.Error())
-		return
-	}
-	conn, err := fdpass.ConnFromFD(fd)
+	var n int
+	err = fdpass.WithFD(conn.(syscall.Conn), func(s int) error {
+		var werr error
+		n, werr = writeFD(s, ready)
+		return werr
+	})
 	if err == nil && n < len(ready) {
 		_ = conn.SetWriteDeadline(time.Now().Add(ioTimeout))
 		if _, err = conn.Write(ready[n:]); err == nil {
 			err = conn.SetWriteDeadline(time.Time{})
 		}
-		if err != nil {
-			conn.Close()
-		}
 	}
 	if err != nil {
+		conn.Close()
 		l.reserved.Add(-1)
-		c.ack(f.GetRequestId(), o.GetToken(), false, "adopt connection: "+err.Error())
+		c.ack(f.GetRequestId(), o.GetToken(), false, "write handoff-ready event: "+err.Error())
 		return
 	}
 	l.deliver(conn)
