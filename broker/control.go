@@ -5,6 +5,7 @@ package broker
 import (
 	"bufio"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -154,8 +155,21 @@ const maxOfferValidity = time.Second
 // Transfer is a no-op on Unix: the descriptor rides with the offer.
 func (t *fdTransport) Transfer(context.Context, *handoff.Offer) error { return nil }
 
+// errControlClosed: the backend's control connection went away before the
+// offer could be sent.
+var errControlClosed = errors.New("broker: backend control connection closed")
+
 // Deliver sends the offer with the client's descriptor.
 func (t *fdTransport) Deliver(_ context.Context, o *handoff.Offer) (bool, error) {
+	// The attempt is already delivering (ACKs accepted), so either this
+	// sees the connection abandoned, or abandonPending sees the attempt:
+	// no offer goes out on a connection nobody reads ACKs from.
+	t.ctrl.mu.Lock()
+	closed := t.ctrl.closed
+	t.ctrl.mu.Unlock()
+	if closed {
+		return false, errControlClosed
+	}
 	f, err := wire.NewRequest(wire.ProtocolHandoff, o.ConnectionID, &pb.HandoffOffer{
 		Token: o.Token[:], ServiceName: o.Service, CorrelationId: o.ConnectionID,
 	})

@@ -143,7 +143,7 @@ func (s *supervisor) loadState() {
 			p.markReady(nil)
 			continue
 		}
-		time.AfterFunc(s.b.cfg.ReadoptWait, func() {
+		p.readoptTimer = time.AfterFunc(s.b.cfg.ReadoptWait, func() {
 			p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
 				reason: fmt.Sprintf("recorded backend pid %d did not re-register", p.pid), retryAfter: 100 * time.Millisecond})
 			if p.readyErr != nil {

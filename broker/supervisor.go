@@ -55,6 +55,10 @@ type proc struct {
 	waiters   []func() // Hellos parked until ready
 	dispatch  func(func())
 
+	// readoptTimer gives up on a recorded backend that does not
+	// re-register; stopped at shutdown so it cannot fire after Serve.
+	readoptTimer *time.Timer
+
 	exited chan struct{} // closed when the process is known to be gone
 	gone   atomic.Bool
 
@@ -151,6 +155,13 @@ func newSupervisor(b *Broker) *supervisor {
 func (s *supervisor) acquire(def *servicedef.Definition, traceparent string) (*proc, error) {
 	k := procKey{def.Name, def.Version}
 	s.mu.Lock()
+	if s.b.shutting.Load() {
+		// shutdown has taken (or is taking) its snapshot of starting
+		// backends: a start now would outlive Serve.
+		s.mu.Unlock()
+		return nil, &refusal{code: pb.ErrorCode_ERROR_SHUTTING_DOWN,
+			reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second}
+	}
 	p := s.procs[k]
 	if p != nil && (p.gone.Load() || p.quiesced.Load() || (isClosed(p.ready) && p.readyErr != nil)) {
 		p = nil
@@ -543,6 +554,9 @@ func (s *supervisor) shutdown() {
 	}
 	s.mu.Unlock()
 	for _, p := range starting {
+		if p.readoptTimer != nil {
+			p.readoptTimer.Stop()
+		}
 		p.markReady(&refusal{code: pb.ErrorCode_ERROR_SHUTTING_DOWN,
 			reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second})
 	}

@@ -278,10 +278,16 @@ func (c *Conn) Write(b []byte) (int, error) {
 			a.sent = append(a.sent, b...)
 			n, err := c.uc.Write(b)
 			if err != nil {
-				// The socket is gone before the handoff settled: the
-				// replay on the reconnect route carries b.
-				err = c.settleLocked()
-				n = len(b)
+				// The socket is gone before the handoff settled. If the
+				// route falls back, the replay on the reconnect route
+				// carries b; if the backend had adopted the socket and
+				// then closed it, b is lost and the write error stands.
+				werr := err
+				if err = c.settleLocked(); err == nil && c.route == Handoff {
+					err = werr
+				} else if err == nil {
+					n = len(b)
+				}
 			}
 			c.mu.Unlock()
 			if err != nil {

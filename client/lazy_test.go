@@ -204,3 +204,40 @@ func TestLazyReplayBound(t *testing.T) {
 	}
 	e.rec.assertUntouched(t)
 }
+
+// TestLazyWriteErrorAfterAdoption: a write that fails because the backend
+// adopted the socket and then closed it reports the error (nothing replays
+// it), rather than pretending the reconnect route will carry it.
+func TestLazyWriteErrorAfterAdoption(t *testing.T) {
+	open := make(gate)
+	closed := make(chan struct{})
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+		open.wait(fb.t)
+		write(c, goodReady(fb.t))
+		c.Close()
+		close(closed)
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	close(open)
+	<-closed
+	var werr error
+	for i := 0; i < 100 && werr == nil; i++ { // the first writes may still land in the socket buffer
+		was := c.settled.Load()
+		_, werr = c.Write([]byte("lost"))
+		if !was && c.settled.Load() && werr == nil {
+			t.Fatal("the write that found the adopted socket closed reported success")
+		}
+	}
+	if werr == nil {
+		t.Fatal("writes to an adopted socket the backend closed kept succeeding")
+	}
+	if c.Route() != Handoff {
+		t.Fatalf("route %v, want handoff (the ready event had arrived)", c.Route())
+	}
+	e.rec.assertUntouched(t)
+}
