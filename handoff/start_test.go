@@ -105,7 +105,9 @@ func TestStartInline(t *testing.T) {
 	}{
 		{"ack during deliver", ackingTransport{o}, func(out Outcome) bool { return out.Completed }},
 		{"deliver failed, not reached", &fakeTransport{deliverErr: errors.New("EPIPE")},
-			func(out Outcome) bool { return out.Stage == StageDeliver && out.Reason == ReasonTransferFailed && !out.Reached }},
+			func(out Outcome) bool {
+				return out.Stage == StageDeliver && out.Reason == ReasonTransferFailed && !out.Reached
+			}},
 		{"deliver failed after reaching", &fakeTransport{deliverErr: errors.New("short"), reached: true},
 			func(out Outcome) bool { return out.Stage == StageDeliver && out.Reached }},
 		{"transfer failed", &fakeTransport{transferErr: ErrPermissionDenied},
