@@ -18,6 +18,7 @@ import (
 	"github.com/portier/portier/handoff"
 	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/servicedef"
+	pb "github.com/portier/portier/wire/portierv1"
 )
 
 // Config configures a Broker. Zero values take the documented defaults.
@@ -267,15 +268,23 @@ func (b *Broker) acceptLoop(ln *ipc.Listener) {
 					b.log.Warn("out of file descriptors; answering Hellos with FD_PRESSURE", "err", err)
 				}
 				b.metrics.fdPressure.Inc()
+				if reserve == nil {
+					// Taken back as soon as a descriptor is free.
+					reserve, _ = os.Open(os.DevNull)
+				}
 				if reserve != nil {
 					reserve.Close()
 					reserve = nil
 					if c, err := ln.AcceptUnix(); err == nil {
-						b.refuseFDPressure(c)
+						// Inline, so its descriptor is free again before the
+						// reserve is retaken: a fresh socket's send buffer is
+						// empty, so this write does not wait.
+						b.refuse(c, nil, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", time.Second, nil)
 					}
 					reserve, _ = os.Open(os.DevNull)
+					continue
 				}
-				time.Sleep(10 * time.Millisecond) // let descriptors free up rather than spin
+				time.Sleep(10 * time.Millisecond) // no descriptor at all: let some free up rather than spin
 				continue
 			}
 			b.log.Warn("accept failed", "err", err)

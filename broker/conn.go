@@ -284,14 +284,6 @@ func (b *Broker) refuse(c net.Conn, req *pb.Frame, code pb.ErrorCode, reason str
 	b.reply(c, req, wire.NewRefused(code, reason, retryAfter, details), nil)
 }
 
-func (b *Broker) refuseFDPressure(c *net.UnixConn) {
-	b.conns.Add(1)
-	go func() {
-		defer b.conns.Done()
-		b.refuse(c, nil, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", time.Second, nil)
-	}()
-}
-
 // reply writes a HelloReply (refused or negotiated) under a deadline. A
 // refusal also closes the connection.
 func (b *Broker) reply(c net.Conn, req *pb.Frame, refused *pb.Refused, neg *pb.Negotiated) error {

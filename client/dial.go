@@ -253,6 +253,15 @@ func (d *dialer) hello(hello *pb.Hello, frameID uint64) (*Conn, error) {
 	}
 	n, werr := bc.Write(buf)
 	if n < helloLen {
+		// A broker that refuses before reading (out of descriptors,
+		// shutting down) closes at once: its answer is still readable.
+		fr := &frameReader{r: bc, buf: make([]byte, readAheadSize)}
+		if rf, err := fr.next(maxReplyBody); err == nil {
+			var re *RefusedError
+			if _, err := parseReply(rf, frameID); errors.As(err, &re) {
+				return fail(err)
+			}
+		}
 		return fail(&ProtocolError{Op: "write hello", Err: werr})
 	}
 	// A failed early-data write (the broker closed before the backend took
