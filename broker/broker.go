@@ -205,6 +205,10 @@ func (b *Broker) Serve(ctx context.Context) error {
 	}
 	b.log.Info("broker listening", "socket", b.cfg.Socket, "services", b.cfg.ServicesDir, "pid", os.Getpid())
 	close(b.listening)
+	if _, err := os.Stat(b.cfg.ServicesDir); errors.Is(err, os.ErrNotExist) {
+		b.log.Warn("services directory does not exist; every Hello is SERVICE_UNKNOWN until it holds <name>.toml definitions",
+			"services", b.cfg.ServicesDir)
+	}
 	b.sup.loadState()
 	janitorDone := make(chan struct{})
 	jctx, stopJanitor := context.WithCancel(context.Background())
