@@ -70,6 +70,11 @@ func mkdirPrivate(dir string) (bool, error) {
 }
 
 // checkPrivateDir verifies an existing directory without modifying it.
+// CheckPrivateDir reports whether an existing directory is private (the
+// checks of EnsurePrivateDir) without creating or changing anything; for
+// diagnostics such as portier doctor.
+func CheckPrivateDir(dir string) error { return checkPrivateDir(filepath.Clean(dir)) }
+
 func checkPrivateDir(dir string) error {
 	fi, err := os.Lstat(dir)
 	if err != nil {

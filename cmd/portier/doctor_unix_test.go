@@ -1,0 +1,51 @@
+//go:build unix
+
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDoctor(t *testing.T) {
+	checkCLILeaks(t)
+	tb := startTestBroker(t)
+	code, out, errOut := runCmd("doctor", "--socket", tb.sock, "--services", tb.svcDir)
+	if code != exitOK {
+		t.Fatalf("doctor on a healthy setup = %d, stderr %q:\n%s", code, errOut, out)
+	}
+	for _, want := range []string{"socket directory " + filepath.Dir(tb.sock) + " is private", "answers on " + tb.sock, "service echo@1.0.0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+
+	// A broken definition and a command that is not executable are
+	// problems, each with a fix.
+	if err := os.WriteFile(filepath.Join(tb.svcDir, "broken.toml"), []byte("name = \"broken\"\nversion = \"one\"\ncommand = [\"/x\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tb.svcDir, "gone.toml"), []byte("name = \"gone\"\nversion = \"1.0.0\"\ncommand = [\"/nonexistent/gone\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runCmd("doctor", "--socket", tb.sock, "--services", tb.svcDir)
+	if code != exitFailure {
+		t.Fatalf("doctor with problems = %d, want %d:\n%s", code, exitFailure, out)
+	}
+	if !strings.Contains(out, "broken.toml:2:") || !strings.Contains(out, "command /nonexistent/gone is not an executable file") ||
+		strings.Count(out, "fix:") != 2 || !strings.Contains(out, "2 problem(s) found") {
+		t.Errorf("doctor output:\n%s", out)
+	}
+
+	// A socket directory others can read is a problem.
+	dir := cliTempDir(t)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = runCmd("doctor", "--socket", filepath.Join(dir, "broker.sock"), "--services", filepath.Join(dir, "none"))
+	if code != exitFailure || !strings.Contains(out, "is not private") || !strings.Contains(out, "no broker answers") {
+		t.Errorf("doctor with an open socket directory = %d:\n%s", code, out)
+	}
+}
