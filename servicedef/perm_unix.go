@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"syscall"
 )
 
 // unsafePerm reports why fi (a services directory or a definition file at
@@ -27,3 +28,7 @@ func unsafePerm(fi fs.FileInfo, path, what string) (problem, reason string) {
 	}
 	return "", ""
 }
+
+// openNonblock makes opening a definition that turned into a FIFO return at
+// once instead of waiting for a writer; reads of regular files ignore it.
+const openNonblock = syscall.O_NONBLOCK

@@ -216,7 +216,11 @@ func (r *Registry) load(path string, fi fs.FileInfo, old *entry) *entry {
 		return fail("not a regular file; a service definition must be a plain file")
 	}
 	readAt := time.Now()
-	f, err := os.Open(path)
+	// Non-blocking, because the check above is racy: the path may have
+	// become a FIFO since the stat, and a blocking open would then hang
+	// this Lookup, and every later one behind r.mu, until a writer
+	// appeared. A FIFO opened this way is refused by the fstat below.
+	f, err := os.OpenFile(path, os.O_RDONLY|openNonblock, 0)
 	if err != nil {
 		// Not a problem of the definition (it may be out of descriptors):
 		// keep the cause inspectable with errors.Is.

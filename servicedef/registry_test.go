@@ -410,3 +410,50 @@ func TestRegistryConcurrent(t *testing.T) {
 		t.Errorf("final version %s", v)
 	}
 }
+
+// A definition that becomes a FIFO between Lookup's stat and its open must be
+// refused, not waited on: a blocking open would hang this Lookup, and every
+// later one behind the registry's lock, until some process wrote to it.
+func TestRegistryFIFOAfterStat(t *testing.T) {
+	dir := servicesDir(t)
+	r := NewRegistry(dir, nil)
+	p := write(t, dir, "echo.toml", def("echo", "1.0.0"))
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Fatal(err)
+	}
+	lookupVersion(t, r, "echo") // cached, not racy: the next Lookup consults keyOf first
+	swapped := false
+	r.keyOf = func(fi fs.FileInfo) fileKey {
+		if !swapped {
+			// Runs after Lookup's stat and before its open.
+			swapped = true
+			if err := os.Remove(p); err != nil {
+				t.Error(err)
+			}
+			if err := syscall.Mkfifo(p, 0o600); err != nil {
+				t.Error(err)
+			}
+			return fileKey{} // "changed": Lookup reloads
+		}
+		return statKey(fi)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Lookup("echo")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("FIFO swapped in after stat: %v, want a not-a-regular-file error", err)
+		}
+	case <-time.After(10 * time.Second):
+		// Hung in open: release it by opening the write end, then fail.
+		if w, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			_ = w.Close()
+		}
+		<-done
+		t.Fatal("Lookup blocked opening a FIFO that replaced the definition after its stat")
+	}
+}
