@@ -68,7 +68,14 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 	entries, err := servicedef.NewRegistry(*services, nil).List()
 	switch {
 	case err != nil:
-		bad(fmt.Sprintf("services directory %s: %v", *services, err), "make it yours and not writable by others: chmod go-w "+*services)
+		// The fix depends on the problem: chmod does nothing for a
+		// symlinked or foreign directory.
+		fix := "make it yours and not writable by others: chmod go-w " + *services
+		var de *servicedef.DirError
+		if errors.As(err, &de) && de.Reason != "" {
+			fix = de.Reason
+		}
+		bad(fmt.Sprintf("services directory %s: %v", *services, err), fix)
 	case len(entries) == 0:
 		note("no service definitions in %s; add <name>.toml files (see README)", *services)
 	}

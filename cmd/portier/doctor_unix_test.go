@@ -49,3 +49,31 @@ func TestDoctor(t *testing.T) {
 		t.Errorf("doctor with an open socket directory = %d:\n%s", code, out)
 	}
 }
+
+// A refused services directory gets the fix for its actual problem: a
+// symlinked directory is not repaired by chmod.
+func TestDoctorSymlinkedServicesDir(t *testing.T) {
+	checkCLILeaks(t)
+	dir := cliTempDir(t)
+	real := filepath.Join(dir, "real")
+	if err := os.Mkdir(real, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "services")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ := runCmd("doctor", "--socket", filepath.Join(dir, "broker.sock"), "--services", link)
+	if code != exitFailure {
+		t.Fatalf("doctor with a symlinked services directory = %d, want %d:\n%s", code, exitFailure, out)
+	}
+	i := strings.Index(out, "PROBLEM  services directory "+link)
+	if i < 0 {
+		t.Fatalf("no problem reported for the services directory:\n%s", out)
+	}
+	_, fix, _ := strings.Cut(out[i:], "fix: ")
+	fix, _, _ = strings.Cut(fix, "\n")
+	if strings.Contains(fix, "chmod") || !strings.Contains(fix, "symbolic link") {
+		t.Errorf("fix for a symlinked services directory: %q\n%s", fix, out)
+	}
+}
