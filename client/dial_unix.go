@@ -31,6 +31,22 @@ func defaultSocketPath() (string, error) {
 func dialUnix(ctx context.Context, path string, deadline time.Time) (*net.UnixConn, error) {
 	d := net.Dialer{Deadline: deadline}
 	c, err := d.DialContext(ctx, "unix", path)
+	// Linux answers connect on a Unix socket whose accept backlog is full
+	// with EAGAIN at once: the server is alive but busy, so wait and retry
+	// within the deadline rather than report it missing.
+	for wait := time.Millisecond; err != nil && errors.Is(err, syscall.EAGAIN); wait = min(2*wait, 50*time.Millisecond) {
+		if time.Until(deadline) < wait {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		}
+		c, err = d.DialContext(ctx, "unix", path)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/portier/portier/client"
@@ -25,7 +26,7 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 	socket := fs.String("socket", defaultSocket(), "broker socket (env PORTIER_SOCKET)")
 	noHandoff := fs.Bool("no-handoff", false, "take the reconnect route")
 	verbose := fs.Bool("v", false, "print the route to stderr")
-	timeout := fs.Duration("timeout", 10*time.Second, "bound on reaching the backend")
+	timeout := fs.Duration("timeout", 10*time.Second, "bound on the broker's answer (the route then settles within the client's ready and handshake timeouts)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: portier dial SERVICE [--version V] [-v]")
 		fs.PrintDefaults()
@@ -93,6 +94,9 @@ func bridge(c halfCloser, in io.Reader, out io.Writer) error {
 	// do not wait for it.
 	select {
 	case err := <-upErr:
+		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+			return nil // the backend finished first; what it did not read it did not want
+		}
 		return err
 	default:
 		return nil
