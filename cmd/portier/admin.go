@@ -64,6 +64,9 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
+	if !needSocket("status", *socket, stderr) {
+		return exitUsage
+	}
 	resp, err := adminCall(*socket, &pb.AdminRequest{Verb: &pb.AdminRequest_Status{Status: &pb.StatusRequest{}}})
 	if err != nil {
 		fmt.Fprintln(stderr, "portier status:", err)
@@ -91,6 +94,9 @@ func metricsCmd(args []string, stdout, stderr io.Writer) int {
 	socket := fs.String("socket", defaultSocket(), "broker socket (env PORTIER_SOCKET)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
+	}
+	if !needSocket("metrics", *socket, stderr) {
+		return exitUsage
 	}
 	resp, err := adminCall(*socket, &pb.AdminRequest{Verb: &pb.AdminRequest_Metrics{Metrics: &pb.MetricsRequest{}}})
 	if err != nil {

@@ -39,6 +39,9 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
+	if !needSocket("dial", *socket, stderr) {
+		return exitUsage
+	}
 	if service == "" && fs.NArg() > 0 {
 		service = fs.Arg(0)
 	}

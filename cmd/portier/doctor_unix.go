@@ -34,6 +34,9 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(flags, args); !ok {
 		return code
 	}
+	if !needSocket("doctor", *socket, stderr) {
+		return exitUsage
+	}
 	problems := 0
 	ok := func(format string, a ...any) { fmt.Fprintf(stdout, "ok       "+format+"\n", a...) }
 	bad := func(what, fix string) {

@@ -28,6 +28,9 @@ func serveCmd(args []string, _, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
+	if !needSocket("serve", *socket, stderr) {
+		return exitUsage
+	}
 	if *procs > 0 {
 		runtime.GOMAXPROCS(*procs)
 	}
