@@ -6,10 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/portier/portier/internal/ipc"
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 )
@@ -21,10 +21,8 @@ func defaultSocketPath() (string, error) {
 	if p := os.Getenv("PORTIER_SOCKET"); p != "" {
 		return p, nil
 	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && filepath.IsAbs(d) {
-		return filepath.Join(d, "portier", "broker.sock"), nil
-	}
-	return filepath.Join("/tmp", fmt.Sprintf("portier-%d", os.Geteuid()), "broker.sock"), nil
+	// The same default the broker binds (portier serve).
+	return ipc.DefaultSocketPath()
 }
 
 // dialUnix connects to the Unix socket at path before deadline.
