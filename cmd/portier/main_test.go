@@ -2,10 +2,32 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
+
+// helperEnv makes the test binary act as the portier command, so that the
+// bench, the demo and test brokers can start their children (broker,
+// backends, proxy, clients) from os.Executable(). The name avoids the
+// PORTIER_ prefix, which the broker strips from a backend's environment.
+const helperEnv = "CMD_PORTIER_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Setenv(helperEnv, "1")
+	if os.Getenv("GORACE") == "" {
+		// A race-enabled binary sleeps a second at exit by default; the
+		// tests start dozens of them.
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func TestRunDispatch(t *testing.T) {
 	for _, tc := range []struct {
