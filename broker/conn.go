@@ -145,22 +145,7 @@ func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 	}
 	def, err := b.defs.Lookup(h.GetServiceName())
 	if err != nil {
-		var defErr *servicedef.Error
-		switch {
-		case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
-			b.refuse(c, f, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", time.Second, nil)
-			return
-		case !errors.Is(err, servicedef.ErrUnknown) && !errors.As(err, &defErr):
-			b.refuse(c, f, pb.ErrorCode_ERROR_INTERNAL, fmt.Sprintf("cannot read the definition of %q: %v", h.GetServiceName(), err), time.Second, nil)
-			return
-		}
-		if errors.Is(err, servicedef.ErrUnknown) {
-			b.refuse(c, f, pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
-				fmt.Sprintf("no service %q: add %s.toml to %s", h.GetServiceName(), h.GetServiceName(), b.cfg.ServicesDir), 0, nil)
-		} else {
-			b.refuse(c, f, pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
-				fmt.Sprintf("service %q has an invalid definition: %v", h.GetServiceName(), err), 0, map[string]string{"definition_error": err.Error()})
-		}
+		b.refuseLookup(c, f, h.GetServiceName(), err)
 		return
 	}
 	if w := h.GetWantedVersion(); w != "" && !def.Allows(w) {
@@ -240,6 +225,23 @@ func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicede
 				"stage", out.Stage.String(), "reason", out.Reason.String(), "detail", out.Detail)
 		}
 	})
+}
+
+// refuseLookup answers a Hello whose service definition could not be had.
+func (b *Broker) refuseLookup(c net.Conn, f *pb.Frame, name string, err error) {
+	var defErr *servicedef.Error
+	switch {
+	case errors.Is(err, servicedef.ErrUnknown):
+		b.refuse(c, f, pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
+			fmt.Sprintf("no service %q: add %s.toml to %s", name, name, b.cfg.ServicesDir), 0, nil)
+	case errors.As(err, &defErr):
+		b.refuse(c, f, pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
+			fmt.Sprintf("service %q has an invalid definition: %v", name, err), 0, map[string]string{"definition_error": err.Error()})
+	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
+		b.refuse(c, f, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", time.Second, nil)
+	default: // the services directory is unsafe or unreadable
+		b.refuse(c, f, pb.ErrorCode_ERROR_INTERNAL, fmt.Sprintf("cannot read the definition of %q: %v", name, err), time.Second, nil)
+	}
 }
 
 // versionRetryAfter tells a client refused for its version when to look
