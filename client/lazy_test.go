@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -240,4 +241,50 @@ func TestLazyWriteErrorAfterAdoption(t *testing.T) {
 		t.Fatalf("route %v, want handoff (the ready event had arrived)", c.Route())
 	}
 	e.rec.assertUntouched(t)
+}
+
+// TestRehelloWhenBackendPipeDead: after a failed handoff whose backend_pipe
+// cannot be dialed (the backend died with it), Dial asks the broker again
+// without the handoff capability and is served by the backend it names.
+func TestRehelloWhenBackendPipeDead(t *testing.T) {
+	for _, awaitReady := range []bool{true, false} {
+		t.Run(map[bool]string{true: "in Dial", false: "on first use"}[awaitReady], func(t *testing.T) {
+			dead := filepath.Join(shortDir(t), "dead.sock")
+			var e *testEnv
+			e = newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, h *pb.Hello) {
+				if fb.hellos.Load() == 1 {
+					// The first answer announces a handoff to a backend
+					// that is gone: no ready event, a dead endpoint.
+					write(c, handoffReply(fb.t, hf, dead))
+					return
+				}
+				if h.GetClientCapabilities() != 0 {
+					fb.t.Errorf("the retried Hello asks for a handoff (caps %#x)", h.GetClientCapabilities())
+				}
+				write(c, replyBytes(fb.t, hf, negotiated(e.rec.path, nil, 0)))
+			})
+			opts := []Option{Socket(e.fb.sock), EarlyData([]byte("REQ1"))}
+			if awaitReady {
+				opts = append(opts, AwaitReady())
+			}
+			c, err := Dial(t.Context(), "echo", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := readString(t, c, 2); got != "B>" {
+				t.Fatalf("read %q, want the live backend's B>", got)
+			}
+			if c.Route() != Reconnect || c.BackendPipe() != e.rec.path {
+				t.Fatalf("route %v via %q", c.Route(), c.BackendPipe())
+			}
+			_ = c.CloseWrite()
+			if rec := e.rec.next(t); rec.data != "REQ1" {
+				t.Fatalf("backend got %q, want the early data once", rec.data)
+			}
+			if n := e.fb.hellos.Load(); n != 2 {
+				t.Fatalf("%d Hellos, want 2", n)
+			}
+		})
+	}
 }
