@@ -1,94 +1,10 @@
 package handoff
 
 import (
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 )
-
-// Reason says why a handoff was not attempted or did not complete. Its String
-// form is a stable snake_case name, suitable as a metric label.
-type Reason int
-
-// Reasons. The order (and so the numeric values) may grow at the end only.
-const (
-	// ReasonNone: no fallback (the attempt proceeds or completed).
-	ReasonNone Reason = iota
-	// ReasonClientUnsupported: the client did not offer CAP_HANDLE_PASSING.
-	ReasonClientUnsupported
-	// ReasonPolicyDisabled: the service definition disables handoff.
-	ReasonPolicyDisabled
-	// ReasonBackendNotCapable: the backend is not handoff-capable (it does not
-	// use portier's backend package, or has no control connection).
-	ReasonBackendNotCapable
-	// ReasonFDPressure: the broker is short of descriptors, the in-flight
-	// bound is reached, or the pending-token store is full.
-	ReasonFDPressure
-	// ReasonRateLimited: the backend's failed-attempt window is full;
-	// Decision.RetryAfter says when attempts resume.
-	ReasonRateLimited
-	// ReasonPermissionDenied: the OS refused to move the connection
-	// (a Transport error wrapping ErrPermissionDenied).
-	ReasonPermissionDenied
-	// ReasonIntegrityMismatch: the peer or the moved object was not what was
-	// expected (a Transport error wrapping ErrIntegrity).
-	ReasonIntegrityMismatch
-	// ReasonTransferFailed: any other Transport error, or a Transport panic.
-	ReasonTransferFailed
-	// ReasonBackendRejected: the backend answered with a negative ACK.
-	ReasonBackendRejected
-	// ReasonAckTimeout: no ACK before the deadline, a late ACK, an expired
-	// token, or an attempt that was neither run nor cancelled in time.
-	ReasonAckTimeout
-	// ReasonCanceled: the caller's context ended (broker shutdown, connection
-	// deadline) or the broker cancelled the attempt. Not counted against the
-	// backend's failure window.
-	ReasonCanceled
-	// ReasonInternal: a broker-side fault that is nobody's peer's doing: the
-	// random source failed or kept colliding, a connection id was reused
-	// while in flight, Run was given a nil Transport or called twice. Not
-	// counted against the backend's failure window.
-	ReasonInternal
-
-	numReasons
-)
-
-var reasonNames = [numReasons]string{
-	ReasonNone:              "none",
-	ReasonClientUnsupported: "client_unsupported",
-	ReasonPolicyDisabled:    "policy_disabled",
-	ReasonBackendNotCapable: "backend_not_capable",
-	ReasonFDPressure:        "fd_pressure",
-	ReasonRateLimited:       "rate_limited",
-	ReasonPermissionDenied:  "permission_denied",
-	ReasonIntegrityMismatch: "integrity_mismatch",
-	ReasonTransferFailed:    "transfer_failed",
-	ReasonBackendRejected:   "backend_rejected",
-	ReasonAckTimeout:        "ack_timeout",
-	ReasonCanceled:          "canceled",
-	ReasonInternal:          "internal_error",
-}
-
-// String returns the reason's stable snake_case name, or "reason(N)" for a
-// value outside the defined set.
-func (r Reason) String() string {
-	if r >= 0 && r < numReasons {
-		return reasonNames[r]
-	}
-	return "reason(" + strconv.Itoa(int(r)) + ")"
-}
-
-// backendFault reports whether a failure with this reason counts against the
-// backend's failed-attempt window.
-func (r Reason) backendFault() bool {
-	switch r {
-	case ReasonPermissionDenied, ReasonIntegrityMismatch, ReasonTransferFailed,
-		ReasonBackendRejected, ReasonAckTimeout:
-		return true
-	}
-	return false
-}
 
 // BackendKey identifies a backend for the failed-attempt window: one window
 // per service and version.
