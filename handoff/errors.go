@@ -1,12 +1,17 @@
 package handoff
 
-import "errors"
+import (
+	"errors"
+	"strconv"
+
+	"github.com/portier/portier/wire"
+)
 
 // Sentinel errors. Callers test for them with errors.Is; the package wraps
 // them (with %w) when it adds context.
 var (
-	// ErrTokenLength reports a token that is not exactly TokenSize bytes.
-	ErrTokenLength = errors.New("handoff: token must be 16 bytes")
+	// ErrTokenLength reports a token that is not exactly wire.TokenLen bytes.
+	ErrTokenLength = errors.New("handoff: token must be " + strconv.Itoa(wire.TokenLen) + " bytes")
 
 	// ErrPendingFull reports that the TokenStore already holds its maximum
 	// number of live tokens (Config.MaxPending).

@@ -9,16 +9,15 @@ import (
 	"strconv"
 	"sync"
 	"time"
-)
 
-// TokenSize is the length of a Token in bytes (128 bits).
-const TokenSize = 16
+	"github.com/portier/portier/wire"
+)
 
 // redactedToken is the only text form a Token ever has.
 const redactedToken = "token(redacted)"
 
 // Token is a one-time handoff secret: 128 bits from a cryptographic random
-// source. The broker sends it to the client in Negotiated and to the backend in
+// source (its length is the protocol's, wire.TokenLen). The broker sends it to the client in Negotiated and to the backend in
 // HandoffOffer; the backend proves it adopted the right connection by echoing
 // it in HandoffAck.
 //
@@ -30,7 +29,7 @@ const redactedToken = "token(redacted)"
 // array explicitly: tok[:].
 //
 // Compare tokens with Equal, which runs in constant time, never with ==.
-type Token [TokenSize]byte
+type Token [wire.TokenLen]byte
 
 // NewToken draws a token from r, or from crypto/rand when r is nil. It fails
 // only if r does (crypto/rand does not); the error wraps ErrRandom.
@@ -46,10 +45,10 @@ func NewToken(r io.Reader) (Token, error) {
 }
 
 // TokenFromBytes converts a token received from the wire. It requires exactly
-// TokenSize bytes and copies them; the error wraps ErrTokenLength.
+// wire.TokenLen bytes and copies them; the error wraps ErrTokenLength.
 func TokenFromBytes(b []byte) (Token, error) {
 	var t Token
-	if len(b) != TokenSize {
+	if len(b) != len(t) {
 		return t, fmt.Errorf("%w: got %d", ErrTokenLength, len(b))
 	}
 	copy(t[:], b)

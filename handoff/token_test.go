@@ -119,7 +119,7 @@ func TestTokenEqualAndZero(t *testing.T) {
 	if !a.Equal(b) {
 		t.Error("equal tokens compare unequal")
 	}
-	for i := range TokenSize {
+	for i := range len(Token{}) {
 		c := a
 		c[i] ^= 1
 		if a.Equal(c) || c.Equal(a) {
