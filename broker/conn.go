@@ -199,7 +199,7 @@ func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicede
 		// reply closes c only for a refusal; nobody else holds it.
 		c.Close()
 		if attempt != nil {
-			out := attempt.Cancel(handoff.ReasonTransferFailed, "write Negotiated: "+err.Error())
+			out := attempt.Abandon(handoff.ReasonTransferFailed, "write Negotiated: "+err.Error())
 			b.metrics.handoff(out)
 			b.inflight.Done()
 		}

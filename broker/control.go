@@ -48,7 +48,7 @@ func (c *controlConn) startHandoff(a *handoff.Attempt, client *net.UnixConn, don
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		done(a.Cancel(handoff.ReasonBackendNotCapable, "backend control connection closed"))
+		done(a.Abandon(handoff.ReasonBackendNotCapable, "backend control connection closed"))
 		return
 	}
 	c.pending[id] = a
@@ -57,7 +57,7 @@ func (c *controlConn) startHandoff(a *handoff.Attempt, client *net.UnixConn, don
 	if d := a.Deadline(); d.Before(validUntil) {
 		validUntil = d
 	}
-	a.Start(&fdTransport{ctrl: c, client: client, validUntil: validUntil}, func(out handoff.Outcome) {
+	a.Start(context.Background(), &fdTransport{ctrl: c, client: client, validUntil: validUntil}, func(out handoff.Outcome) {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
@@ -67,7 +67,9 @@ func (c *controlConn) startHandoff(a *handoff.Attempt, client *net.UnixConn, don
 
 // abandonPending fails every handoff waiting on this connection at once,
 // so their clients see EOF and reconnect instead of waiting for the ACK
-// deadline.
+// deadline. No ACK can come any more: the connection is the transport, so
+// the reason is a transfer failure (a handle already in the backend counts
+// as leaked).
 func (c *controlConn) abandonPending(detail string) {
 	c.mu.Lock()
 	c.closed = true
@@ -76,10 +78,9 @@ func (c *controlConn) abandonPending(detail string) {
 		pending = append(pending, a)
 	}
 	c.mu.Unlock()
-	// Ack runs each attempt's completion, which takes c.mu: not under it.
-	now := time.Now()
+	// Abandon runs each attempt's completion, which takes c.mu: not under it.
 	for _, a := range pending {
-		_ = c.orch.Ack(a.ConnectionID(), a.Token(), false, detail, now)
+		a.Abandon(handoff.ReasonTransferFailed, detail)
 	}
 }
 
@@ -161,9 +162,10 @@ var errControlClosed = errors.New("broker: backend control connection closed")
 
 // Deliver sends the offer with the client's descriptor.
 func (t *fdTransport) Deliver(_ context.Context, o *handoff.Offer) (bool, error) {
-	// The attempt is already delivering (ACKs accepted), so either this
-	// sees the connection abandoned, or abandonPending sees the attempt:
-	// no offer goes out on a connection nobody reads ACKs from.
+	// The attempt is in c.pending before Start, so either this sees the
+	// connection abandoned, or abandonPending abandons the attempt (which
+	// then ends as soon as this returns): no offer waits for an ACK on a
+	// connection nobody reads ACKs from.
 	t.ctrl.mu.Lock()
 	closed := t.ctrl.closed
 	t.ctrl.mu.Unlock()

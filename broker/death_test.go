@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/client"
+	"github.com/portier/portier/handoff"
 )
 
 // A backend that dies holding an offer: the client must end up served by a
@@ -61,8 +62,15 @@ func TestBackendDiesOnOfferClientServedOrRefused(t *testing.T) {
 		t.Fatalf("client took %s; want an answer within 2s", elapsed)
 	}
 	h.settle()
-	if st := h.b.orch.Stats(); st.TotalFallbacks() != 1 || st.Completed != 0 {
+	st := h.b.orch.Stats()
+	if st.TotalFallbacks() != 1 || st.Completed != 0 {
 		t.Fatalf("fallbacks = %d, completed = %d; want 1, 0 (%+v)", st.TotalFallbacks(), st.Completed, st)
+	}
+	// The offer went out and the control connection closed: the broker
+	// abandoned the attempt as a lost transport, not as a rejection the
+	// backend never sent.
+	if got := st.Fallback(handoff.StageAwaitAck, handoff.ReasonTransferFailed); got != 1 {
+		t.Fatalf("await_ack/transfer_failed fallbacks = %d, want 1 (%+v)", got, st)
 	}
 	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdCount(t) <= base })
 }

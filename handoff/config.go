@@ -8,51 +8,56 @@ import (
 
 // Defaults used for zero-valued Config fields.
 const (
-	DefaultMaxPending       = 1024
-	DefaultTokenTTL         = 30 * time.Second
-	DefaultAckDeadline      = 5 * time.Second
-	DefaultMaxInFlight      = 64
-	DefaultFailureLimit     = 8
-	DefaultFailureWindow    = 30 * time.Second
-	DefaultCollisionRetries = 16
+	defaultMaxPending       = 1024
+	defaultTokenTTL         = 30 * time.Second
+	defaultAckDeadline      = 5 * time.Second
+	defaultMaxInFlight      = 64
+	defaultFailureLimit     = 8
+	defaultFailureWindow    = 30 * time.Second
+	defaultCollisionRetries = 16
 )
 
-// Config configures the orchestrator and its components. The zero value is
-// ready to use: every zero field takes the default named next to it. Each
-// standalone constructor reads only the fields it needs.
+// minAckDeadline is the shortest ACK deadline: shorter (including negative)
+// deadlines are raised to it, because a deadline that has passed before the
+// offer is even sent would turn every handoff into a fallback.
+const minAckDeadline = time.Millisecond
+
+// Config configures an Orchestrator. The zero value is ready to use: every
+// zero field takes the default named next to it.
 type Config struct {
-	// MaxPending caps the number of live tokens (DefaultMaxPending; values
-	// <= 0 take the default). A full store makes Begin fall back with
-	// ReasonFDPressure, since every pending token stands for a held fd.
+	// MaxPending caps the number of live (issued, unexpired, not yet
+	// consumed or revoked) tokens (default 1024; values <= 0 take the
+	// default). At the cap Begin falls back with ReasonFDPressure, since
+	// every pending token stands for a held fd.
 	MaxPending int
 
-	// TokenTTL is how long an issued token stays valid (DefaultTokenTTL;
-	// values <= 0 take the default). Keep it longer than AckDeadline: a token
-	// that expires first turns a timely ACK into a fallback.
+	// TokenTTL is how long an issued token stays valid (default 30 s;
+	// values <= 0 take the default). Keep it longer than AckDeadline: a
+	// token that expires first turns a timely ACK into a fallback.
 	TokenTTL time.Duration
 
 	// AckDeadline is how long after Begin the backend's ACK may arrive
-	// (DefaultAckDeadline when zero). Negative values and values below
-	// MinAckDeadline are clamped to MinAckDeadline.
+	// (default 5 s when zero). Negative values and values below 1 ms are
+	// raised to 1 ms.
 	AckDeadline time.Duration
 
-	// MaxInFlight bounds the handoffs in flight (from Begin to the end of
-	// Run or Cancel) per orchestrator (DefaultMaxInFlight; values <= 0 take
-	// the default). Beyond it Begin falls back with ReasonFDPressure; the
-	// client is never refused.
+	// MaxInFlight bounds the handoffs in flight (from Begin until the
+	// attempt's outcome is known) per orchestrator (default 64; values <= 0
+	// take the default). Beyond it Begin falls back with ReasonFDPressure;
+	// the client is never refused.
 	MaxInFlight int
 
 	// FailureLimit and FailureWindow define the per-backend failed-attempt
 	// window: once FailureLimit failures fall within any FailureWindow,
 	// attempts for that backend are suppressed until the oldest of them is
-	// FailureWindow old (DefaultFailureLimit, DefaultFailureWindow; values
-	// <= 0 take the defaults). A successful handoff clears the window.
+	// FailureWindow old (defaults 8 and 30 s; values <= 0 take the
+	// defaults). A successful handoff clears the window.
 	FailureLimit  int
 	FailureWindow time.Duration
 
-	// CollisionRetries is how many extra draws Issue makes when a draw
-	// collides with a live token or is all zero (DefaultCollisionRetries
-	// when zero; a negative value means no retries, one draw only).
+	// CollisionRetries is how many extra draws Begin makes when a draw
+	// collides with a live token or is all zero (default 16 when zero; a
+	// negative value means no retries, one draw only).
 	CollisionRetries int
 
 	// Rand is the token source (crypto/rand.Reader when nil). Tests inject a
@@ -61,37 +66,38 @@ type Config struct {
 	Rand io.Reader
 
 	// Now is the clock (time.Now when nil). It must agree with the runtime
-	// timers, because Run waits for the ACK deadline with time.NewTimer;
-	// under testing/synctest time.Now is the bubble's fake clock.
+	// timers, because a started attempt waits for its ACK deadline with
+	// time.AfterFunc; under testing/synctest time.Now is the bubble's fake
+	// clock.
 	Now func() time.Time
 }
 
 // withDefaults returns c with every unset field filled in.
 func (c Config) withDefaults() Config {
 	if c.MaxPending <= 0 {
-		c.MaxPending = DefaultMaxPending
+		c.MaxPending = defaultMaxPending
 	}
 	if c.TokenTTL <= 0 {
-		c.TokenTTL = DefaultTokenTTL
+		c.TokenTTL = defaultTokenTTL
 	}
 	switch {
 	case c.AckDeadline == 0:
-		c.AckDeadline = DefaultAckDeadline
-	case c.AckDeadline < MinAckDeadline:
-		c.AckDeadline = MinAckDeadline
+		c.AckDeadline = defaultAckDeadline
+	case c.AckDeadline < minAckDeadline:
+		c.AckDeadline = minAckDeadline
 	}
 	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = DefaultMaxInFlight
+		c.MaxInFlight = defaultMaxInFlight
 	}
 	if c.FailureLimit <= 0 {
-		c.FailureLimit = DefaultFailureLimit
+		c.FailureLimit = defaultFailureLimit
 	}
 	if c.FailureWindow <= 0 {
-		c.FailureWindow = DefaultFailureWindow
+		c.FailureWindow = defaultFailureWindow
 	}
 	switch {
 	case c.CollisionRetries == 0:
-		c.CollisionRetries = DefaultCollisionRetries
+		c.CollisionRetries = defaultCollisionRetries
 	case c.CollisionRetries < 0:
 		c.CollisionRetries = 0
 	}

@@ -13,22 +13,9 @@ var (
 	// ErrTokenLength reports a token that is not exactly wire.TokenLen bytes.
 	ErrTokenLength = errors.New("handoff: token must be " + strconv.Itoa(wire.TokenLen) + " bytes")
 
-	// ErrPendingFull reports that the TokenStore already holds its maximum
-	// number of live tokens (Config.MaxPending).
-	ErrPendingFull = errors.New("handoff: too many pending tokens")
-
-	// ErrCollision reports that every candidate token drawn from the random
-	// source collided with a live token (or was all zero) within the
-	// configured number of retries. With crypto/rand this means the random
-	// source is broken.
-	ErrCollision = errors.New("handoff: token collision retries exhausted")
-
-	// ErrRandom reports that the random source returned an error. The
-	// source's error is wrapped as well.
-	ErrRandom = errors.New("handoff: random source failed")
-
-	// ErrNotPending reports a token (or correlation id) that is unknown,
-	// already consumed, revoked, or expired. ErrTokenExpired also matches it.
+	// ErrNotPending reports an ACK for a connection id that has no attempt
+	// awaiting one: unknown, already settled (its token consumed or revoked),
+	// or its offer not yet being delivered. ErrTokenExpired also matches it.
 	ErrNotPending = errors.New("handoff: token not pending")
 
 	// ErrTokenMismatch reports that the presented token differs from the
@@ -38,9 +25,6 @@ var (
 	// ErrAckLate reports an ACK presented at or after its deadline. The token
 	// has been revoked.
 	ErrAckLate = errors.New("handoff: ACK after its deadline")
-
-	// ErrAlreadyRegistered reports a second AckRegistry.Register for a token.
-	ErrAlreadyRegistered = errors.New("handoff: token already registered")
 
 	// ErrPermissionDenied is for Transport implementations to wrap when the
 	// OS refused to move the connection (for example OpenProcess or sendmsg
@@ -55,8 +39,8 @@ var (
 	ErrIntegrity = errors.New("handoff: integrity mismatch")
 )
 
-// ErrTokenExpired reports a token whose TTL has passed. The store removes it
-// when it reports this. Because an expired token is no longer pending, the
+// ErrTokenExpired reports a token whose TTL has passed; the attempt it
+// belonged to falls back. Because an expired token is no longer pending, the
 // error also matches ErrNotPending: errors.Is(err, ErrNotPending) is true for
 // it, so callers that only distinguish "pending or not" need no extra case.
 var ErrTokenExpired error = expiredError{}
@@ -67,3 +51,18 @@ func (expiredError) Error() string { return "handoff: token expired" }
 
 // Is makes ErrTokenExpired match ErrNotPending as well as itself.
 func (expiredError) Is(target error) bool { return target == ErrNotPending }
+
+// Why Begin could not issue a token. They never leave the package except as
+// the text of Decision.Detail.
+var (
+	// errPendingFull: Config.MaxPending tokens are live.
+	errPendingFull = errors.New("handoff: too many pending tokens")
+
+	// errCollision: every draw from the random source was the zero token or
+	// a live token, within Config.CollisionRetries retries. With crypto/rand
+	// this means the random source is broken.
+	errCollision = errors.New("handoff: token collision retries exhausted")
+
+	// errRandom: the random source failed; its error is wrapped as well.
+	errRandom = errors.New("handoff: random source failed")
+)

@@ -30,11 +30,15 @@ func Example() {
 		return
 	}
 	// The broker writes Negotiated{token: a.Token(), connection_id: 1} here;
-	// on a write error it calls a.Cancel instead of Run.
+	// on a write error it calls a.Abandon instead of Start.
 	fmt.Println("negotiated with", a.Token())
 
-	out := a.Run(context.Background(), loopback{orch})
-	fmt.Println("completed:", out.Completed)
+	// finish runs once with the outcome: here before Start returns, since
+	// the ACK arrived while Deliver ran; otherwise on the goroutine that
+	// calls Ack or Abandon, or at the ACK deadline.
+	a.Start(context.Background(), loopback{orch}, func(out handoff.Outcome) {
+		fmt.Println("completed:", out.Completed)
+	})
 
 	// A client that does not support handle passing gets the reconnect route.
 	_, d = orch.Begin(key, 2, "echo", handoff.Inputs{PolicyEnabled: true, BackendCapable: true})

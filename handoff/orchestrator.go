@@ -1,7 +1,6 @@
 package handoff
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -11,23 +10,24 @@ import (
 	"unicode/utf8"
 )
 
-// Orchestrator drives handoffs: it decides (Policy, Limiter), issues and
-// registers tokens (TokenStore, AckRegistry), runs the transport stages and
-// matches ACKs to attempts by connection id. It starts no goroutines;
-// stale state is reclaimed lazily. The zero value is not usable; call
-// NewOrchestrator. An Orchestrator is safe for concurrent use.
+// Orchestrator drives handoffs: it decides (policy, in-flight bound, token
+// cap), issues tokens, matches ACKs to attempts by connection id and keeps
+// the counters. No goroutine runs per attempt: the ACK deadline is a timer
+// callback, and an attempt the broker forgot is reclaimed lazily by Begin.
+// The zero value is not usable; call NewOrchestrator. An Orchestrator is
+// safe for concurrent use.
 type Orchestrator struct {
-	now     func() time.Time
-	store   *TokenStore
-	acks    *AckRegistry
-	policy  *Policy
-	limiter *Limiter
+	now         func() time.Time
+	ackDeadline time.Duration
+	maxInFlight int
+	policy      *policy
 
-	// mu guards attempts, begun and every Attempt's state and outcome. Lock
-	// order: mu, then the components' own locks.
+	// mu guards pending, inFlight, begun and every Attempt's state and
+	// outcome. Lock order: mu, then policy.mu.
 	mu       sync.Mutex
-	attempts map[uint64]*Attempt // by connection id, until the attempt is detached
-	begun    int                 // attempts in stateBegun (candidates for sweep)
+	pending  pendingTable
+	inFlight int // attempts begun and not finished (pending ones and those being reclaimed)
+	begun    int // attempts in stateBegun (candidates for sweep)
 
 	nAttempts, nCompleted, nLeaked, nReclaimed atomic.Uint64
 	fallbacks                                  [numStages][numReasons]atomic.Uint64
@@ -37,27 +37,28 @@ type Orchestrator struct {
 // take the defaults documented on Config).
 func NewOrchestrator(cfg Config) *Orchestrator {
 	c := cfg.withDefaults()
-	store := NewTokenStore(c)
 	return &Orchestrator{
-		now:      c.Now,
-		store:    store,
-		acks:     NewAckRegistry(store, c.AckDeadline),
-		policy:   NewPolicy(c),
-		limiter:  NewLimiter(c.MaxInFlight),
-		attempts: make(map[uint64]*Attempt),
+		now:         c.Now,
+		ackDeadline: c.AckDeadline,
+		maxInFlight: c.MaxInFlight,
+		policy:      newPolicy(c),
+		pending:     newPendingTable(c),
 	}
 }
 
 // Stats returns a snapshot of the counters. Counters are read one by one, so
 // a snapshot taken while handoffs run may be off by the ones in progress.
 func (o *Orchestrator) Stats() Stats {
+	o.mu.Lock()
+	inFlight, pending := o.inFlight, len(o.pending.byConn)
+	o.mu.Unlock()
 	s := Stats{
 		Attempts:  o.nAttempts.Load(),
 		Completed: o.nCompleted.Load(),
 		Leaked:    o.nLeaked.Load(),
 		Reclaimed: o.nReclaimed.Load(),
-		InFlight:  o.limiter.InFlight(),
-		Pending:   o.store.Len(),
+		InFlight:  inFlight,
+		Pending:   pending,
 	}
 	for st := range s.Fallbacks {
 		for r := range s.Fallbacks[st] {
@@ -79,57 +80,48 @@ func (o *Orchestrator) Format(f fmt.State, _ rune) {
 }
 
 // Begin decides whether to attempt a handoff of connection connID to backend
-// key for service, and if so issues a token, registers the pending ACK (due
-// after Config.AckDeadline) and returns the Attempt with Decision{Attempt:
-// true}. Otherwise it returns a nil Attempt and the Decision's Reason: the
-// Policy's reasons (with RetryAfter for ReasonRateLimited), ReasonFDPressure
-// when the in-flight bound or the token store is full, ReasonInternal when no
-// token could be drawn or connID is already in flight. Refusals are counted
-// under StageDecide. Begin never blocks on a peer.
+// key for service, and if so issues a token (valid for Config.TokenTTL),
+// records the attempt as pending (its ACK due after Config.AckDeadline) and
+// returns it with Decision{Attempt: true}. Otherwise it returns a nil
+// Attempt and the Decision's Reason: the policy's reasons (with RetryAfter
+// for ReasonRateLimited), ReasonFDPressure when the in-flight bound or the
+// cap on pending tokens is reached, ReasonInternal when no token could be
+// drawn or connID is already in flight. Refusals are counted under
+// StageDecide. Begin never blocks on a peer.
 func (o *Orchestrator) Begin(key BackendKey, connID uint64, service string, in Inputs) (*Attempt, Decision) {
 	now := o.now()
-	if d := o.policy.ShouldAttempt(key, in, now); !d.Attempt {
+	if d := o.policy.shouldAttempt(key, in, now); !d.Attempt {
 		o.countFallback(StageDecide, d.Reason)
 		return nil, d
 	}
-	if !o.limiter.TryAcquire() && !(o.sweep(now) && o.limiter.TryAcquire()) {
+	o.mu.Lock()
+	if o.inFlight >= o.maxInFlight && !(o.sweepLocked(now) && o.inFlight < o.maxInFlight) {
+		o.mu.Unlock()
 		return nil, o.refuse(ReasonFDPressure, "")
 	}
-	tok, err := o.store.Issue(now)
-	if errors.Is(err, ErrPendingFull) && o.sweep(now) {
-		tok, err = o.store.Issue(now)
+	if o.pending.full(now) && !(o.sweepLocked(now) && !o.pending.full(now)) {
+		o.mu.Unlock()
+		return nil, o.refuse(ReasonFDPressure, errPendingFull.Error())
 	}
+	tok, err := o.pending.draw(now)
 	if err != nil {
-		o.limiter.Release()
-		if errors.Is(err, ErrPendingFull) {
-			return nil, o.refuse(ReasonFDPressure, err.Error())
-		}
-		return nil, o.refuse(ReasonInternal, err.Error())
-	}
-	deadline, err := o.acks.Register(tok, key, now)
-	if err != nil {
-		// Unreachable while the store and registry are private to o, but a
-		// refusal is better than a panic.
-		o.acks.Abandon(tok)
-		o.limiter.Release()
+		o.mu.Unlock()
 		return nil, o.refuse(ReasonInternal, err.Error())
 	}
 	a := &Attempt{
-		o:        o,
-		key:      key,
-		token:    tok,
-		connID:   connID,
-		deadline: deadline,
-		offer:    Offer{ConnectionID: connID, Service: service, Token: tok},
+		o:           o,
+		key:         key,
+		token:       tok,
+		connID:      connID,
+		tokenExpiry: now.Add(o.pending.ttl),
+		deadline:    now.Add(o.ackDeadline),
+		offer:       Offer{ConnectionID: connID, Service: service, Token: tok},
 	}
-	o.mu.Lock()
-	if _, dup := o.attempts[connID]; dup {
+	if !o.pending.add(a) {
 		o.mu.Unlock()
-		o.acks.Abandon(tok)
-		o.limiter.Release()
 		return nil, o.refuse(ReasonInternal, "handoff: connection id already in flight")
 	}
-	o.attempts[connID] = a
+	o.inFlight++
 	o.begun++
 	o.mu.Unlock()
 	o.nAttempts.Add(1)
@@ -147,25 +139,23 @@ func (o *Orchestrator) countFallback(st Stage, r Reason) {
 	}
 }
 
-// sweep finishes attempts that were begun but neither run nor cancelled by
-// their ACK deadline, so a broker bug cannot pin in-flight slots and tokens
-// forever. It runs only when Begin finds the limiter or the store full, and
-// reports whether it freed anything.
-func (o *Orchestrator) sweep(now time.Time) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+// sweepLocked finishes attempts that were begun but neither started nor
+// abandoned by their ACK deadline, so a broker bug cannot pin in-flight
+// slots and tokens forever. It runs only when Begin finds the in-flight
+// bound or the token cap reached, and reports whether it freed anything.
+func (o *Orchestrator) sweepLocked(now time.Time) bool {
 	if o.begun == 0 {
 		return false
 	}
 	freed := false
-	for _, a := range o.attempts {
+	for _, a := range o.pending.byConn {
 		if a.state == stateBegun && !now.Before(a.deadline) {
 			o.begun--
 			o.detachLocked(a)
 			o.completeLocked(a, Outcome{
 				Stage:  StageTransfer,
 				Reason: ReasonAckTimeout,
-				Detail: "handoff: attempt neither run nor cancelled before its ACK deadline",
+				Detail: "handoff: attempt neither started nor abandoned before its ACK deadline",
 			}, false)
 			freed = true
 		}
@@ -173,19 +163,17 @@ func (o *Orchestrator) sweep(now time.Time) bool {
 	return freed
 }
 
-// detachLocked makes a unreachable: no ACK can find it and its token and
-// registry entry are gone.
+// detachLocked takes a out of the pending table: no ACK can find it any
+// more and its token is revoked.
 func (o *Orchestrator) detachLocked(a *Attempt) {
-	if o.attempts[a.connID] == a {
-		delete(o.attempts, a.connID)
-	}
-	o.acks.Abandon(a.token)
+	o.pending.remove(a)
 	a.state = stateClosing
 }
 
-// completeLocked records a's outcome, releases its slot, updates counters and
-// the failure window (when countFailure and the reason is the backend's
-// fault), and wakes Run.
+// completeLocked records a's outcome, releases its in-flight slot, updates
+// the counters and the failure window (when countFailure and the reason is
+// the backend's fault), and hands back the finish callback of a started
+// attempt, for the caller to run once mu is released.
 func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool) (finish func(Outcome)) {
 	a.outcome = out
 	a.state = stateDone
@@ -194,14 +182,18 @@ func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool
 		a.expiry.Stop()
 		a.expiry = nil
 	}
-	o.limiter.Release()
+	if a.stopCtx != nil {
+		a.stopCtx()
+		a.stopCtx = nil
+	}
+	o.inFlight--
 	if out.Completed {
 		o.nCompleted.Add(1)
-		o.policy.RecordSuccess(a.key)
+		o.policy.recordSuccess(a.key)
 	} else {
 		o.countFallback(out.Stage, out.Reason)
 		if countFailure && out.Reason.backendFault() {
-			o.policy.RecordFailure(a.key, o.now())
+			o.policy.recordFailure(a.key, o.now())
 		}
 	}
 	if out.Leaked {
@@ -210,21 +202,20 @@ func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool
 	if out.Reclaimed {
 		o.nReclaimed.Add(1)
 	}
-	if a.done != nil {
-		close(a.done)
-	}
 	return finish
 }
 
 // Ack settles the attempt for connection connID with a HandoffAck received at
 // at. It compares presented with the attempt's token in constant time and,
-// if they match, consumes the token, removes the pending entry and wakes the
-// Run waiting on it, which reports Completed (accepted), a fallback with
-// ReasonBackendRejected (not accepted; detail is kept, truncated), or a
-// fallback with ReasonAckTimeout (late or expired). Errors:
+// if they match, consumes the token and completes the attempt: Completed
+// (accepted), a fallback with ReasonBackendRejected (not accepted; detail is
+// kept, truncated), or a fallback with ReasonAckTimeout (late or expired).
+// The attempt's finish callback runs on the caller's goroutine before Ack
+// returns, unless the offer is still being delivered (Start then reports).
+// Errors:
 //   - ErrNotPending: no attempt with that id awaits an ACK (unknown, already
-//     settled, timed out, or its offer not yet being delivered). Nothing
-//     changes.
+//     settled, timed out, abandoned, or its offer not yet being delivered).
+//     Nothing changes.
 //   - ErrTokenMismatch: wrong token; nothing changes and the attempt stays
 //     pending, so a bogus ACK cannot cancel a real handoff.
 //   - ErrTokenExpired (also matches ErrNotPending): the token's TTL passed;
@@ -234,11 +225,7 @@ func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool
 // A nil error means the ACK was taken, whether accepted or a rejection.
 func (o *Orchestrator) Ack(connID uint64, presented Token, accepted bool, detail string, at time.Time) error {
 	o.mu.Lock()
-	finish, a, err := o.ackLocked(connID, presented, accepted, detail, at)
-	var out Outcome
-	if a != nil {
-		out = a.outcome
-	}
+	finish, out, err := o.ackLocked(connID, presented, accepted, detail, at)
 	o.mu.Unlock()
 	if finish != nil {
 		finish(out)
@@ -246,42 +233,34 @@ func (o *Orchestrator) Ack(connID uint64, presented Token, accepted bool, detail
 	return err
 }
 
-// ackLocked is Ack's body; it returns the finish callback of an attempt
-// started with Start that it completed.
-func (o *Orchestrator) ackLocked(connID uint64, presented Token, accepted bool, detail string, at time.Time) (func(Outcome), *Attempt, error) {
-	a := o.attempts[connID]
-	if a == nil || a.state != stateDelivering {
-		return nil, nil, ErrNotPending
+// ackLocked is Ack's body.
+func (o *Orchestrator) ackLocked(connID uint64, presented Token, accepted bool, detail string, at time.Time) (func(Outcome), Outcome, error) {
+	a := o.pending.byConn[connID]
+	if a == nil || (a.state != stateDelivering && a.state != stateAwaiting) {
+		return nil, Outcome{}, ErrNotPending
 	}
-	if err := o.store.ConsumeMatching(a.token, presented, at); err != nil {
-		if errors.Is(err, ErrTokenMismatch) {
-			return nil, nil, err
-		}
-		o.detachLocked(a)
-		finish := o.completeLocked(a, Outcome{
-			Stage:   StageAcknowledge,
-			Reason:  ReasonAckTimeout,
-			Reached: true,
-			Detail:  err.Error(),
-		}, true)
-		return finish, a, err
-	}
-	_, err := o.acks.Acknowledge(a.token, at)
-	o.detachLocked(a)
 	out := Outcome{Stage: StageAcknowledge, Reached: true}
+	var err error
 	switch {
-	case err != nil:
-		out.Reason = ReasonAckTimeout
-		out.Detail = err.Error()
+	case !at.Before(a.tokenExpiry):
+		// Checked before the token itself: an expired token can never be
+		// consumed, so the attempt is over whatever was presented.
+		err = ErrTokenExpired
+		out.Reason, out.Detail = ReasonAckTimeout, err.Error()
+	case !a.token.Equal(presented):
+		return nil, Outcome{}, ErrTokenMismatch
+	case !at.Before(a.deadline):
+		err = ErrAckLate
+		out.Reason, out.Detail = ReasonAckTimeout, err.Error()
 	case !accepted:
 		// The backend closed its copy when it rejected, so nothing leaked.
-		out.Reason = ReasonBackendRejected
-		out.Detail = truncate(detail, maxDetail)
+		out.Reason, out.Detail = ReasonBackendRejected, truncate(detail, maxDetail)
 	default:
 		out.Completed = true
 	}
+	o.detachLocked(a)
 	finish := o.completeLocked(a, out, true)
-	return finish, a, err
+	return finish, out, err
 }
 
 // maxDetail bounds peer-supplied detail text kept in an Outcome.

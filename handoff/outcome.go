@@ -15,8 +15,8 @@ const (
 	StageDecide Stage = iota
 	// StageTransfer: making the connection available to the backend
 	// (Transport.Transfer). Attempts that end before any transport call
-	// (Cancel, an attempt never run, a context already done) report this
-	// stage too: nothing was sent to the backend.
+	// (abandoned before Start, never started, a context already done)
+	// report this stage too: nothing was sent to the backend.
 	StageTransfer
 	// StageDeliver: sending the offer (Transport.Deliver).
 	StageDeliver
@@ -62,7 +62,7 @@ const (
 	// use portier's backend package, or has no control connection).
 	ReasonBackendNotCapable
 	// ReasonFDPressure: the broker is short of descriptors, the in-flight
-	// bound is reached, or the pending-token store is full.
+	// bound is reached, or the cap on pending tokens is.
 	ReasonFDPressure
 	// ReasonRateLimited: the backend's failed-attempt window is full;
 	// Decision.RetryAfter says when attempts resume.
@@ -73,20 +73,22 @@ const (
 	// ReasonIntegrityMismatch: the peer or the moved object was not what was
 	// expected (a Transport error wrapping ErrIntegrity).
 	ReasonIntegrityMismatch
-	// ReasonTransferFailed: any other Transport error, or a Transport panic.
+	// ReasonTransferFailed: any other Transport error, a Transport panic, or
+	// the transport lost while the attempt was in progress (the broker
+	// abandons the attempts of a backend whose control connection closed).
 	ReasonTransferFailed
 	// ReasonBackendRejected: the backend answered with a negative ACK.
 	ReasonBackendRejected
 	// ReasonAckTimeout: no ACK before the deadline, a late ACK, an expired
-	// token, or an attempt that was neither run nor cancelled in time.
+	// token, or an attempt that was neither started nor abandoned in time.
 	ReasonAckTimeout
 	// ReasonCanceled: the caller's context ended (broker shutdown, connection
-	// deadline) or the broker cancelled the attempt. Not counted against the
+	// deadline) or the broker abandoned the attempt. Not counted against the
 	// backend's failure window.
 	ReasonCanceled
 	// ReasonInternal: a broker-side fault that is nobody's peer's doing: the
 	// random source failed or kept colliding, a connection id was reused
-	// while in flight, Run was given a nil Transport or called twice. Not
+	// while in flight, Start was given a nil Transport or called twice. Not
 	// counted against the backend's failure window.
 	ReasonInternal
 
@@ -185,7 +187,9 @@ type Stats struct {
 	Leaked, Reclaimed uint64
 	// InFlight is the number of attempts begun and not yet finished.
 	InFlight int
-	// Pending is the number of tokens in the token store.
+	// Pending is the number of attempts in the pending table: begun and not
+	// yet acknowledged, failed, timed out or abandoned. (One whose token
+	// passed its TTL stays counted until its attempt ends.)
 	Pending int
 }
 

@@ -2,7 +2,6 @@ package handoff
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -40,18 +39,18 @@ type Decision struct {
 	Detail string
 }
 
-// maxTrackedBackends bounds the Policy's per-backend map. When it is full
+// maxTrackedBackends bounds the policy's per-backend map. When it is full
 // and stale windows cannot be dropped, new failures for untracked backends
 // are not recorded: attempts stay allowed, which is safe because every
 // failed attempt already falls back.
 const maxTrackedBackends = 4096
 
-// Policy decides whether to attempt a handoff from the Inputs and a sliding
-// failed-attempt window per backend: when FailureLimit failures fall within
-// FailureWindow, attempts are suppressed until the oldest of them leaves the
-// window; RecordSuccess clears the backend's window. The zero value is not
-// usable; call NewPolicy. A Policy is safe for concurrent use.
-type Policy struct {
+// policy decides whether to attempt a handoff from the Inputs and a sliding
+// failed-attempt window per backend: when limit failures fall within window,
+// attempts are suppressed until the oldest of them leaves the window;
+// recordSuccess clears the backend's window. It has its own lock, taken
+// after Orchestrator.mu when both are held.
+type policy struct {
 	limit  int
 	window time.Duration
 
@@ -71,18 +70,17 @@ func (r *failureRing) newest() time.Time {
 	return r.times[(r.next+len(r.times)-1)%len(r.times)]
 }
 
-// NewPolicy returns a Policy configured from cfg.FailureLimit and
-// cfg.FailureWindow (zero values take the defaults). Other fields are
-// ignored.
-func NewPolicy(cfg Config) *Policy {
+// newPolicy returns a policy configured from cfg.FailureLimit and
+// cfg.FailureWindow (zero values take the defaults).
+func newPolicy(cfg Config) *policy {
 	c := cfg.withDefaults()
-	return &Policy{limit: c.FailureLimit, window: c.FailureWindow, fails: make(map[BackendKey]*failureRing)}
+	return &policy{limit: c.FailureLimit, window: c.FailureWindow, fails: make(map[BackendKey]*failureRing)}
 }
 
-// ShouldAttempt decides for backend key at now. Checks run in this order and
+// shouldAttempt decides for backend key at now. Checks run in this order and
 // the first that fails gives the reason: client capability, service policy,
 // backend capability, fd pressure, failed-attempt window (with RetryAfter).
-func (p *Policy) ShouldAttempt(key BackendKey, in Inputs, now time.Time) Decision {
+func (p *policy) shouldAttempt(key BackendKey, in Inputs, now time.Time) Decision {
 	switch {
 	case !in.ClientCapable:
 		return Decision{Reason: ReasonClientUnsupported}
@@ -112,8 +110,8 @@ func (p *Policy) ShouldAttempt(key BackendKey, in Inputs, now time.Time) Decisio
 	return Decision{Attempt: true}
 }
 
-// RecordFailure records a failed handoff to backend key at now.
-func (p *Policy) RecordFailure(key BackendKey, now time.Time) {
+// recordFailure records a failed handoff to backend key at now.
+func (p *policy) recordFailure(key BackendKey, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.fails[key]
@@ -135,69 +133,18 @@ func (p *Policy) RecordFailure(key BackendKey, now time.Time) {
 	}
 }
 
-// RecordSuccess clears backend key's failed-attempt window.
-func (p *Policy) RecordSuccess(key BackendKey) {
+// recordSuccess clears backend key's failed-attempt window.
+func (p *policy) recordSuccess(key BackendKey) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.fails, key)
 }
 
 // pruneLocked drops backends whose failures have all left the window.
-func (p *Policy) pruneLocked(now time.Time) {
+func (p *policy) pruneLocked(now time.Time) {
 	for k, r := range p.fails {
 		if !now.Before(r.newest().Add(p.window)) {
 			delete(p.fails, k)
 		}
 	}
 }
-
-// Limiter bounds the number of handoffs in flight. TryAcquire takes a slot
-// if one is free; Release returns it. Over the bound the orchestrator falls
-// back with ReasonFDPressure instead of refusing the client. A Limiter is
-// safe for concurrent use and never blocks.
-type Limiter struct {
-	max int64
-	n   atomic.Int64
-}
-
-// NewLimiter returns a Limiter with max slots (DefaultMaxInFlight when
-// max <= 0).
-func NewLimiter(max int) *Limiter {
-	if max <= 0 {
-		max = DefaultMaxInFlight
-	}
-	return &Limiter{max: int64(max)}
-}
-
-// TryAcquire takes a slot and reports whether it got one.
-func (l *Limiter) TryAcquire() bool {
-	for {
-		n := l.n.Load()
-		if n >= l.max {
-			return false
-		}
-		if l.n.CompareAndSwap(n, n+1) {
-			return true
-		}
-	}
-}
-
-// Release returns a slot taken by TryAcquire. A Release without a matching
-// TryAcquire is ignored rather than driving the count negative.
-func (l *Limiter) Release() {
-	for {
-		n := l.n.Load()
-		if n <= 0 {
-			return
-		}
-		if l.n.CompareAndSwap(n, n-1) {
-			return
-		}
-	}
-}
-
-// InFlight returns the number of slots taken.
-func (l *Limiter) InFlight() int { return int(l.n.Load()) }
-
-// Max returns the bound.
-func (l *Limiter) Max() int { return int(l.max) }
