@@ -1,139 +1,61 @@
-//go:build linux
-
 package main
 
 import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"strings"
+	"path/filepath"
 	"testing"
 )
 
-func fdCount(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
-// TestBenchEndToEnd runs a tiny bench (one round, few connections) with
-// every phase: real broker, backend, proxy and client processes.
-func TestBenchEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a broker, backends and client processes")
-	}
-	fds := fdCount(t)
-	var stdout, stderr bytes.Buffer
-	code := run([]string{"bench", "--json", "-q", "--rounds", "1", "--conns", "30", "--conns-c16", "64",
-		"--warmup", "16", "--stream", "100ms", "--cold", "1", "--herd", "8", "--rss-conns", "200", "--rss-procs", "2"}, &stdout, &stderr)
-	if code != exitOK {
-		t.Fatalf("bench exited %d: %s", code, stderr.String())
-	}
-	var rep benchReport
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("output is not one JSON object: %v\n%s", err, stdout.String())
-	}
-	// The keys the issue names, as numbers at ratios.<name>.
-	var raw struct {
-		Ratios map[string]float64 `json:"ratios"`
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &raw); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"handoff_vs_reconnect_p50_c1", "handoff_vs_reconnect_p99_c1", "handoff_vs_direct_p50_c1",
-		"handoff_vs_reconnect_conns_c16", "stream_handoff_vs_direct"} {
-		if v, ok := raw.Ratios[k]; !ok || v <= 0 {
-			t.Errorf("ratios.%s = %v, %v; want a positive number", k, v, ok)
-		}
-	}
-	want := map[string]string{stratDirect: "direct", stratHandoff: "handoff", stratReconnect: "reconnect", stratProxy: "proxy",
-		stratHandoffEarly: "handoff", stratReconnectEarly: "reconnect"}
-	seen := map[string]int{}
-	for _, s := range rep.RTT {
-		seen[s.Strategy]++
-		n := 30
-		if s.Concurrency == highConc {
-			n = 64
-		}
-		if s.Routes[want[s.Strategy]] != n || s.Errors != 0 {
-			t.Errorf("%s c=%d: routes %v, %d errors; want %d on the %s route", s.Strategy, s.Concurrency, s.Routes, s.Errors, n, want[s.Strategy])
-		}
-		if s.P50US.Median <= 0 || s.P50US.Median > s.P999US.Median || s.ConnsPerSec.Median <= 0 || s.CPUPerConnUS.Median <= 0 {
-			t.Errorf("%s c=%d: implausible figures %+v", s.Strategy, s.Concurrency, s)
-		}
-	}
-	for s := range want {
-		if seen[s] != 2 {
-			t.Errorf("strategy %s has %d rows, want 2 (c=1 and c=16)", s, seen[s])
-		}
-	}
-	if len(rep.Stream) != 4 {
-		t.Errorf("%d streaming rows, want 4", len(rep.Stream))
-	}
-	for _, s := range rep.Stream {
-		if s.MBps.Median <= 0 {
-			t.Errorf("stream %s: %v MB/s", s.Strategy, s.MBps.Median)
-		}
-	}
-	if rep.Cold.Samples != 1 || rep.Cold.HelloToEchoMS.Median <= 0 || rep.Cold.ExecToListenMS.Median <= 0 {
-		t.Errorf("cold start: %+v", rep.Cold)
-	}
-	if len(rep.Herd) != 1 || rep.Herd[0].Spawns != 1 || rep.Herd[0].Served != 8 {
-		t.Errorf("herd: %+v", rep.Herd)
-	}
-	if rep.RSS.PendingConns != 200 || rep.RSS.Pending.FDs < 200 || rep.RSS.IdleStart.RSSKiB <= 0 {
-		t.Errorf("rss: %+v", rep.RSS)
-	}
-	if len(rep.Targets) < 9 {
-		t.Errorf("%d targets, want 9", len(rep.Targets))
-	}
-
-	// The tables render from the same report.
-	var text, md bytes.Buffer
-	rep.writeText(&text)
-	rep.writeMarkdown(&md)
-	for _, s := range []string{"handoff_vs_reconnect_p50_c1", "Targets", "Cold start"} {
-		if !strings.Contains(text.String(), s) || !strings.Contains(md.String(), s) {
-			t.Errorf("text or markdown output lacks %q", s)
-		}
-	}
-	// Everything the bench started is gone, and so is its directory.
-	if left := procsWithEnv(helperEnv + "=1"); len(left) > 0 {
-		t.Errorf("processes left running: %v", left)
-	}
-	if n := fdCount(t); n != fds {
-		t.Errorf("descriptors: %d before, %d after", fds, n)
-	}
-}
-
 func TestBenchFlags(t *testing.T) {
-	var stdout, stderr bytes.Buffer
-	if code := run([]string{"bench", "--json", "--markdown"}, &stdout, &stderr); code != exitUsage {
-		t.Errorf("--json --markdown: exit %d, want %d", code, exitUsage)
-	}
-	if code := run([]string{"bench", "--rounds", "0"}, &stdout, &stderr); code != exitUsage {
-		t.Errorf("--rounds 0: exit %d, want %d", code, exitUsage)
+	for _, args := range [][]string{
+		{"bench", "--json", "--markdown"},
+		{"bench", "--rounds", "0"},
+		{"bench", "--rss-procs", "0"},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d; stderr: %s", args, code, exitUsage, stderr.String())
+		}
 	}
 }
 
-func TestQuantileAndMedian(t *testing.T) {
-	s := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+// TestBenchFrom: a saved run renders on every platform, as the tables the
+// bench package renders and as the same JSON.
+func TestBenchFrom(t *testing.T) {
+	saved := filepath.Join("..", "..", "internal", "bench", "testdata", "report-v1.json")
 	for _, c := range []struct {
-		q    float64
-		want int64
-	}{{0.5, 5}, {0.99, 10}, {0.1, 1}, {0.999, 10}} {
-		if got := quantile(s, c.q); got != c.want {
-			t.Errorf("quantile(%v) = %d, want %d", c.q, got, c.want)
+		flag, golden string
+	}{
+		{"", "report-v1.txt.golden"},
+		{"--markdown", "report-v1.md.golden"},
+	} {
+		args := []string{"bench", "--from", saved}
+		if c.flag != "" {
+			args = append(args, c.flag)
+		}
+		var stdout, stderr bytes.Buffer
+		if code := run(args, &stdout, &stderr); code != exitOK {
+			t.Fatalf("%q: exit %d: %s", args, code, stderr.String())
+		}
+		want, err := os.ReadFile(filepath.Join(filepath.Dir(saved), c.golden))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(stdout.Bytes(), want) {
+			t.Errorf("%q prints something else than %s:\n%s", args, c.golden, stdout.String())
 		}
 	}
-	if m := median([]float64{1, 2, 3, 10}); m != 2.5 {
-		t.Errorf("median = %v, want 2.5", m)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"bench", "--from", saved, "--json"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("--json: exit %d: %s", code, stderr.String())
 	}
-	r := newRange([]float64{3, 1, 2})
-	if r.Median != 2 || r.Min != 1 || r.Max != 3 || r.Values[0] != 3 {
-		t.Errorf("newRange = %+v", r)
+	var rep map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil || rep["ratios"] == nil {
+		t.Errorf("--from --json: %v, ratios %v", err, rep["ratios"])
+	}
+	if code := run([]string{"bench", "--from", filepath.Join(t.TempDir(), "missing.json")}, &stdout, &stderr); code != exitFailure {
+		t.Errorf("--from a missing file: exit %d, want %d", code, exitFailure)
 	}
 }

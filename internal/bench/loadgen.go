@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -22,28 +23,11 @@ import (
 	pb "github.com/portier/portier/wire/portierv1"
 )
 
-func init() {
-	register(command{name: "__bench-client", hidden: true, run: benchClientCmd,
-		summary: "the bench's load generator (one process per phase)"})
-}
-
-// Strategies the bench compares. Each names how a client reaches the echo
-// backend; see benchDialer.
-const (
-	stratDirect         = "direct"          // net.Dial of backend_pipe
-	stratHandoff        = "handoff"         // client.Dial, default options
-	stratReconnect      = "reconnect"       // client.Dial with NoHandoff
-	stratProxy          = "proxy"           // net.Dial of the bench's copying proxy
-	stratHandoffEarly   = "handoff+early"   // client.Dial with EarlyData
-	stratReconnectEarly = "reconnect+early" // client.Dial with NoHandoff and EarlyData
-)
-
-// benchPayload is the size of the request echoed in the round-trip phases.
-const benchPayload = 64
-
+// The load generator: one client process per measured phase (ClientMain).
+//
 // The client talks to the bench over stdin/stdout, one line each way, so
-// the bench can read the other processes' CPU counters exactly at the edges
-// of the measured phase:
+// the bench can read the other processes' counters exactly at the edges of
+// the measured phase:
 //
 //	client: warm      (warm-up done, waiting)
 //	bench:  go        (counters sampled)
@@ -57,8 +41,8 @@ const (
 	lineReport = "report"
 )
 
-// rttResult is what a round-trip phase reports.
-type rttResult struct {
+// RTTResult is what a round-trip phase reports.
+type RTTResult struct {
 	N          int            `json:"n"`
 	Errors     int            `json:"errors"`
 	FirstError string         `json:"first_error,omitempty"`
@@ -71,16 +55,21 @@ type rttResult struct {
 	Routes     map[string]int `json:"routes"`
 }
 
-// streamResult is what a streaming phase reports.
-type streamResult struct {
+// StreamResult is what a streaming phase reports.
+type StreamResult struct {
 	Route     string `json:"route"`
 	Written   int64  `json:"bytes_written"`
 	Read      int64  `json:"bytes_read"`
 	ElapsedNS int64  `json:"elapsed_ns"`
 }
 
-func benchClientCmd(args []string, stdout, stderr io.Writer) int {
-	fs := newFlagSet("__bench-client", stderr)
+// ClientMain is the load generator's command (ClientCommand): it parses
+// args, measures one phase in the mode they name, and talks to the bench on
+// stdin and stdout. A bad argument is a *UsageError;
+// flag.ErrHelp is returned as is.
+func ClientMain(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("portier "+ClientCommand, flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	socket := fs.String("socket", "", "broker socket")
 	pipe := fs.String("pipe", "", "endpoint for the direct and proxy strategies")
 	service := fs.String("service", "echo", "service to measure")
@@ -91,51 +80,53 @@ func benchClientCmd(args []string, stdout, stderr io.Writer) int {
 	conc := fs.Int("concurrency", 1, "connections in flight at once")
 	warmup := fs.Int("warmup", 200, "warm-up connections (not measured)")
 	dur := fs.Duration("duration", 2*time.Second, "stream: how long to write")
-	if code, ok := parseFlags(fs, args); !ok {
-		return code
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &UsageError{err}
 	}
 	if *warmService == "" {
 		*warmService = *service
 	}
-	d, err := newBenchDialer(*strategy, *socket, *pipe)
+	d, err := newDialer(*strategy, *socket, *pipe)
 	if err == nil && (*conns < 1 || *conc < 1 || *warmup < 0) {
 		err = errors.New("--conns and --concurrency must be at least 1, --warmup at least 0")
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "bench client:", err)
-		return exitUsage
+		return &UsageError{err}
 	}
-	in := bufio.NewReader(os.Stdin)
+	in := bufio.NewReader(stdin)
 	switch *mode {
 	case "rtt":
-		err = d.rttPhase(in, stdout, *warmService, *service, *warmup, *conns, *conc)
+		return d.rttPhase(in, stdout, *warmService, *service, *warmup, *conns, *conc)
 	case "stream":
-		err = d.streamPhase(in, stdout, *service, *warmup, *dur)
+		return d.streamPhase(in, stdout, *service, *warmup, *dur)
 	case "hold":
-		err = holdHellos(in, stdout, *socket, *service, *conns)
-	default:
-		err = fmt.Errorf("unknown --mode %q", *mode)
+		return holdHellos(in, stdout, *socket, *service, *conns)
 	}
-	if err != nil {
-		fmt.Fprintln(stderr, "bench client:", err)
-		return exitFailure
-	}
-	return exitOK
+	return &UsageError{fmt.Errorf("unknown --mode %q", *mode)}
 }
 
-// benchDialer opens one connection to the echo backend by one strategy,
-// the way a user of each API would.
-type benchDialer struct {
+// halfCloser is a connection whose write side can be shut on its own.
+type halfCloser interface {
+	io.ReadWriteCloser
+	CloseWrite() error
+}
+
+// dialer opens one connection to the echo backend by one strategy, the way
+// a user of each API would.
+type dialer struct {
 	strategy string
 	socket   string
 	pipe     string
 	opts     []client.Option // for the broker strategies
 	early    bool
-	msg      [benchPayload]byte
+	msg      [payloadSize]byte
 }
 
-func newBenchDialer(strategy, socket, pipe string) (*benchDialer, error) {
-	d := &benchDialer{strategy: strategy, socket: socket, pipe: pipe}
+func newDialer(strategy, socket, pipe string) (*dialer, error) {
+	d := &dialer{strategy: strategy, socket: socket, pipe: pipe}
 	copy(d.msg[:], "portier bench: one 64-byte request, echoed back by the backend.\n")
 	switch strategy {
 	case stratDirect, stratProxy:
@@ -165,7 +156,7 @@ func newBenchDialer(strategy, socket, pipe string) (*benchDialer, error) {
 }
 
 // dial connects to service.
-func (d *benchDialer) dial(service string) (halfCloser, error) {
+func (d *dialer) dial(service string) (halfCloser, error) {
 	switch d.strategy {
 	case stratDirect, stratProxy:
 		c, err := net.Dial("unix", d.pipe)
@@ -184,7 +175,7 @@ func (d *benchDialer) dial(service string) (halfCloser, error) {
 // route reports the route c took. Call it only after c has been read from:
 // on a *client.Conn, Route settles a handoff route still open (it waits for
 // the backend's ready event), which a user's first request does not do.
-func (d *benchDialer) route(c halfCloser) string {
+func (d *dialer) route(c halfCloser) string {
 	if cc, ok := c.(*client.Conn); ok {
 		return cc.Route().String()
 	}
@@ -193,7 +184,7 @@ func (d *benchDialer) route(c halfCloser) string {
 
 // roundTrip is one latency sample: connect, send 64 bytes (unless they
 // went as early data), read the echo, close.
-func (d *benchDialer) roundTrip(service string, buf []byte) (string, error) {
+func (d *dialer) roundTrip(service string, buf []byte) (string, error) {
 	c, err := d.dial(service)
 	if err != nil {
 		return "", err
@@ -204,7 +195,7 @@ func (d *benchDialer) roundTrip(service string, buf []byte) (string, error) {
 			return "", err
 		}
 	}
-	if _, err := io.ReadFull(c, buf[:benchPayload]); err != nil {
+	if _, err := io.ReadFull(c, buf[:payloadSize]); err != nil {
 		c.Close()
 		return "", fmt.Errorf("read echo: %w", err)
 	}
@@ -212,13 +203,13 @@ func (d *benchDialer) roundTrip(service string, buf []byte) (string, error) {
 	if err := c.Close(); err != nil {
 		return route, err
 	}
-	if !bytes.Equal(buf[:benchPayload], d.msg[:]) {
+	if !bytes.Equal(buf[:payloadSize], d.msg[:]) {
 		return route, errors.New("echo differs from the request")
 	}
 	return route, nil
 }
 
-// worker results of one run of connections.
+// rttRun is the workers' results of one run of connections.
 type rttRun struct {
 	mu       sync.Mutex
 	samples  []int64
@@ -228,7 +219,7 @@ type rttRun struct {
 }
 
 // run makes n round trips, conc at a time, all workers released together.
-func (d *benchDialer) run(service string, n, conc int) (*rttRun, time.Duration) {
+func (d *dialer) run(service string, n, conc int) (*rttRun, time.Duration) {
 	r := &rttRun{samples: make([]int64, 0, n), routes: map[string]int{}}
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -238,7 +229,7 @@ func (d *benchDialer) run(service string, n, conc int) (*rttRun, time.Duration) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, benchPayload)
+			buf := make([]byte, payloadSize)
 			local := make([]int64, 0, n/conc+1)
 			routes := map[string]int{}
 			var errs int
@@ -276,20 +267,9 @@ func (d *benchDialer) run(service string, n, conc int) (*rttRun, time.Duration) 
 	return r, time.Since(t0)
 }
 
-func (d *benchDialer) rttPhase(in *bufio.Reader, out io.Writer, warmService, service string, warmup, n, conc int) error {
-	if warmup > 0 {
-		if w, _ := d.run(warmService, warmup, conc); w.errors > 0 {
-			return fmt.Errorf("warm-up: %d of %d connections failed, first: %w", w.errors, warmup, w.firstErr)
-		}
-	}
-	if err := handshake(in, out, lineWarm, lineGo); err != nil {
-		return err
-	}
-	r, el := d.run(service, n, conc)
-	if err := handshake(in, out, lineDone, lineReport); err != nil {
-		return err
-	}
-	res := rttResult{N: len(r.samples), Errors: r.errors, ElapsedNS: int64(el), Routes: r.routes}
+// result summarises a run's samples.
+func (r *rttRun) result(elapsed time.Duration) RTTResult {
+	res := RTTResult{N: len(r.samples), Errors: r.errors, ElapsedNS: int64(elapsed), Routes: r.routes}
 	if r.firstErr != nil {
 		res.FirstError = r.firstErr.Error()
 	}
@@ -305,13 +285,23 @@ func (d *benchDialer) rttPhase(in *bufio.Reader, out io.Writer, warmService, ser
 		}
 		res.MeanNS = sum / int64(len(r.samples))
 	}
-	return json.NewEncoder(out).Encode(res)
+	return res
 }
 
-// quantile is the nearest-rank quantile of sorted samples.
-func quantile(sorted []int64, q float64) int64 {
-	i := int(float64(len(sorted))*q+0.999999999) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
+func (d *dialer) rttPhase(in *bufio.Reader, out io.Writer, warmService, service string, warmup, n, conc int) error {
+	if warmup > 0 {
+		if w, _ := d.run(warmService, warmup, conc); w.errors > 0 {
+			return fmt.Errorf("warm-up: %d of %d connections failed, first: %w", w.errors, warmup, w.firstErr)
+		}
+	}
+	if err := handshake(in, out, lineWarm, lineGo); err != nil {
+		return err
+	}
+	r, el := d.run(service, n, conc)
+	if err := handshake(in, out, lineDone, lineReport); err != nil {
+		return err
+	}
+	return json.NewEncoder(out).Encode(r.result(el))
 }
 
 // handshake prints say and waits for the bench to answer want.
@@ -332,7 +322,7 @@ func handshake(in *bufio.Reader, out io.Writer, say, want string) error {
 // streamPhase connects once and writes 1 MiB chunks for dur while a reader
 // drains the echo; the rate is the bytes written divided by the time from
 // the first write until the last echoed byte arrived.
-func (d *benchDialer) streamPhase(in *bufio.Reader, out io.Writer, service string, warmup int, dur time.Duration) error {
+func (d *dialer) streamPhase(in *bufio.Reader, out io.Writer, service string, warmup int, dur time.Duration) error {
 	if warmup > 0 {
 		if w, _ := d.run(service, warmup, 1); w.errors > 0 {
 			return fmt.Errorf("warm-up: %d of %d connections failed, first: %w", w.errors, warmup, w.firstErr)
@@ -394,7 +384,7 @@ func (d *benchDialer) streamPhase(in *bufio.Reader, out io.Writer, service strin
 	if read != written {
 		return fmt.Errorf("stream (route %s): wrote %d bytes, %d came back", route, written, read)
 	}
-	return json.NewEncoder(out).Encode(streamResult{Route: route, Written: written, Read: read, ElapsedNS: int64(el)})
+	return json.NewEncoder(out).Encode(StreamResult{Route: route, Written: written, Read: read, ElapsedNS: int64(el)})
 }
 
 // holdHellos opens n connections to the broker, writes a Hello for service
