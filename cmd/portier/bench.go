@@ -16,7 +16,7 @@ import (
 
 func init() {
 	register(command{name: "bench", run: benchCmd,
-		summary: "measure direct, handoff, reconnect and proxy: latency, conns/s, CPU, MB/s, cold start, RSS"})
+		summary: "measure direct, handoff, reconnect, fast path and proxy: latency, conns/s, CPU, wakeups, MB/s, cold start, RSS"})
 	register(command{name: bench.ClientCommand, hidden: true, summary: "the bench's load generator (one process per phase)",
 		run: func(args []string, stdout, stderr io.Writer) int {
 			return benchChildExit("bench client", bench.ClientMain(args, os.Stdin, stdout, stderr), stderr)
@@ -50,6 +50,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "rounds; each runs every strategy, in an order rotated by one per round")
 	fs.IntVar(&cfg.ConnsC1, "conns", cfg.ConnsC1, "measured connections per strategy at concurrency 1, per round")
 	fs.IntVar(&cfg.ConnsC16, "conns-c16", cfg.ConnsC16, "measured connections per strategy at concurrency 16, per round")
+	fs.IntVar(&cfg.ConnsCurve, "conns-curve", cfg.ConnsCurve, "measured connections at the concurrency curve's other levels (4 and 64), per round")
 	fs.IntVar(&cfg.Warmup, "warmup", cfg.Warmup, "warm-up connections before each measured phase")
 	fs.DurationVar(&cfg.Stream, "stream", cfg.Stream, "how long each streaming phase writes")
 	fs.IntVar(&cfg.ColdSamples, "cold", cfg.ColdSamples, "cold starts measured per round")
@@ -63,7 +64,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	from := fs.String("from", "", "print the report saved by an earlier --json run instead of measuring")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: portier bench [flags]\n\nStarts a broker, an echo backend, a copying proxy and client processes in a\nprivate temporary directory, measures, and removes everything it started.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: portier bench [flags]\n\nStarts a broker, an echo backend, a copying proxy and client processes in a\nprivate temporary directory, measures, and removes everything it started.\nMeasuring needs Linux; --from renders a saved report anywhere.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseFlags(fs, args); !ok {
@@ -73,12 +74,13 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		quick := map[string]func(){
-			"rounds":    func() { cfg.Rounds = 3 },
-			"conns":     func() { cfg.ConnsC1 = 600 },
-			"conns-c16": func() { cfg.ConnsC16 = 1500 },
-			"warmup":    func() { cfg.Warmup = 100 },
-			"stream":    func() { cfg.Stream = 500 * time.Millisecond },
-			"cold":      func() { cfg.ColdSamples = 1 },
+			"rounds":      func() { cfg.Rounds = 3 },
+			"conns":       func() { cfg.ConnsC1 = 600 },
+			"conns-c16":   func() { cfg.ConnsC16 = 1500 },
+			"conns-curve": func() { cfg.ConnsCurve = 1500 },
+			"warmup":      func() { cfg.Warmup = 100 },
+			"stream":      func() { cfg.Stream = 500 * time.Millisecond },
+			"cold":        func() { cfg.ColdSamples = 1 },
 		}
 		for name, apply := range quick {
 			if !set[name] {

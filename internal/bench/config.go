@@ -8,9 +8,12 @@ import (
 // Config is one run's configuration; it is printed with the results so a
 // reader knows what was measured.
 type Config struct {
-	Rounds      int           `json:"rounds"`
-	ConnsC1     int           `json:"conns_c1"`
-	ConnsC16    int           `json:"conns_c16"`
+	Rounds   int `json:"rounds"`
+	ConnsC1  int `json:"conns_c1"`
+	ConnsC16 int `json:"conns_c16"`
+	// ConnsCurve is the measured connections per round at the concurrency
+	// curve's other levels (4 and 64).
+	ConnsCurve  int           `json:"conns_curve,omitempty"`
 	Warmup      int           `json:"warmup"`
 	Stream      time.Duration `json:"stream_ns"`
 	ColdSamples int           `json:"cold_samples_per_round"`
@@ -23,7 +26,7 @@ type Config struct {
 
 // DefaultConfig is the configuration of a full default run.
 func DefaultConfig() Config {
-	return Config{Rounds: 5, ConnsC1: 5000, ConnsC16: 10000, Warmup: 200, Stream: 2 * time.Second,
+	return Config{Rounds: 5, ConnsC1: 5000, ConnsC16: 10000, ConnsCurve: 5000, Warmup: 200, Stream: 2 * time.Second,
 		ColdSamples: 2, Herd: 64, RSSConns: 10000, RSSProcs: 4, Early: true}
 }
 
@@ -36,7 +39,7 @@ func (e *UsageError) Unwrap() error { return e.Err }
 
 // Validate reports a configuration the bench cannot run.
 func (c Config) Validate() error {
-	if c.Rounds < 1 || c.ConnsC1 < 1 || c.ConnsC16 < 1 || c.Warmup < 0 || c.Stream <= 0 ||
+	if c.Rounds < 1 || c.ConnsC1 < 1 || c.ConnsC16 < 1 || c.ConnsCurve < 1 || c.Warmup < 0 || c.Stream <= 0 ||
 		c.ColdSamples < 0 || c.Herd < 0 || c.RSSConns < 0 || c.RSSProcs < 1 {
 		return &UsageError{errors.New("counts must be positive (cold, herd and rss-conns may be 0)")}
 	}
@@ -45,6 +48,37 @@ func (c Config) Validate() error {
 
 // highConc is the concurrency of the "c16" rows; the ratio names say 16.
 const highConc = 16
+
+// curveLevels are the concurrencies of the curve: every curve strategy is
+// measured at each, the others at 1 and highConc only.
+var curveLevels = []int{1, 4, highConc, 64}
+
+// levels are the concurrencies strategy s is measured at.
+func levels(s string) []int {
+	switch s {
+	case stratDirect, stratHandoff, stratReconnect, stratFastpath:
+		return curveLevels
+	}
+	return []int{1, highConc}
+}
+
+// streamed reports whether strategy s has a streaming phase. The early
+// rows differ from their plain ones only before the first byte, and the
+// fast path is the direct socket.
+func streamed(s string) bool {
+	return s == stratDirect || s == stratHandoff || s == stratReconnect || s == stratProxy
+}
+
+// conns is the measured connections of one phase at concurrency conc.
+func (c Config) conns(conc int) int {
+	switch conc {
+	case 1:
+		return c.ConnsC1
+	case highConc:
+		return c.ConnsC16
+	}
+	return c.ConnsCurve
+}
 
 // Timeouts of the bench's own waits. They only catch a stuck process; no
 // measured figure depends on them.
@@ -59,13 +93,27 @@ const (
 	stratDirect         = "direct"          // net.Dial of backend_pipe
 	stratHandoff        = "handoff"         // client.Dial, default options
 	stratReconnect      = "reconnect"       // client.Dial with NoHandoff
+	stratFastpath       = "fastpath"        // client.Dial with HelloSkip, after one Dial filled its cache
 	stratProxy          = "proxy"           // net.Dial of the bench's copying proxy
 	stratHandoffEarly   = "handoff+early"   // client.Dial with EarlyData
 	stratReconnectEarly = "reconnect+early" // client.Dial with NoHandoff and EarlyData
 )
 
 // strategyOrder is the order of the report's rows.
-var strategyOrder = []string{stratDirect, stratHandoff, stratReconnect, stratProxy, stratHandoffEarly, stratReconnectEarly}
+var strategyOrder = []string{stratDirect, stratHandoff, stratReconnect, stratFastpath, stratProxy, stratHandoffEarly, stratReconnectEarly}
+
+// wantRoute is the route every connection of strategy s should take.
+func wantRoute(s string) string {
+	switch s {
+	case stratHandoffEarly:
+		return stratHandoff
+	case stratReconnectEarly:
+		return stratReconnect
+	case stratFastpath:
+		return stratDirect
+	}
+	return s
+}
 
 // payloadSize is the size of the request echoed in the round-trip phases.
 const payloadSize = 64

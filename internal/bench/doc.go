@@ -1,7 +1,10 @@
 // Package bench owns `portier bench`: it starts a broker, an echo backend, a
 // copying proxy and load-generating client processes in a private directory,
-// measures connection setup, streaming, cold starts and the broker's memory,
-// and turns the raw figures into ratios, summaries and tables.
+// measures connection setup by route (direct, handoff, reconnect, the
+// hello-skip fast path, proxy) over a concurrency curve with each process's
+// CPU time, context switches and read/write syscalls, streaming, cold
+// starts, the broker's memory and how soon it lets go of parked clients, and
+// turns the raw figures into ratios, summaries and tables.
 //
 // The package is split by phase: the environment (machine, code and load
 // facts), round trips, streaming, cold start, memory, the proxy and the

@@ -68,16 +68,28 @@ type CPUSplit struct {
 
 func (c CPUSplit) total() int64 { return c.Client + c.Broker + c.Backend + c.Proxy }
 
-// cpuSnap is one reading of the measured processes' and the machine's CPU
-// counters. procs is indexed client, broker, backend, proxy.
-type cpuSnap struct {
-	procs       [4]procCPU
+// procNames name the measured processes in the order of snapshot.procs.
+var procNames = [4]string{"client", "broker", "backend", "proxy"}
+
+// snapshot is one reading of the measured processes' and the machine's
+// counters. procs is indexed as procNames.
+type snapshot struct {
+	procs       [4]procSample
 	busy, steal int64 // machine-wide, ns
 	at          time.Time
 }
 
+// countsDelta is each process's counts between two snapshots, by name.
+func countsDelta(a, b snapshot) map[string]ProcCounts {
+	m := make(map[string]ProcCounts, len(procNames))
+	for i, name := range procNames {
+		m[name] = b.procs[i].counts.sub(a.procs[i].counts)
+	}
+	return m
+}
+
 // cpuDelta is the CPU split between two snapshots on a machine of ncpu CPUs.
-func cpuDelta(a, b cpuSnap, ncpu int) CPUSplit {
+func cpuDelta(a, b snapshot, ncpu int) CPUSplit {
 	d := CPUSplit{
 		Client:  b.procs[0].schedNS - a.procs[0].schedNS,
 		Broker:  b.procs[1].schedNS - a.procs[1].schedNS,

@@ -74,7 +74,7 @@ func ClientMain(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	pipe := fs.String("pipe", "", "endpoint for the direct and proxy strategies")
 	service := fs.String("service", "echo", "service to measure")
 	warmService := fs.String("warm-service", "", "service for the warm-up (default: --service)")
-	strategy := fs.String("strategy", stratHandoff, "direct, handoff, reconnect, proxy, handoff+early, reconnect+early")
+	strategy := fs.String("strategy", stratHandoff, "direct, handoff, reconnect, fastpath, proxy, handoff+early, reconnect+early")
 	mode := fs.String("mode", "rtt", "rtt, stream or hold")
 	conns := fs.Int("conns", 1000, "connections to measure (hold: to open)")
 	conc := fs.Int("concurrency", 1, "connections in flight at once")
@@ -95,6 +95,11 @@ func ClientMain(args []string, stdin io.Reader, stdout, stderr io.Writer) error 
 	}
 	if err != nil {
 		return &UsageError{err}
+	}
+	if *strategy == stratFastpath {
+		// The fast path is that of a client that has reached the service
+		// once: at least one warm-up Dial fills the hello-skip cache.
+		*warmup = max(*warmup, 1)
 	}
 	in := bufio.NewReader(stdin)
 	switch *mode {
@@ -137,6 +142,8 @@ func newDialer(strategy, socket, pipe string) (*dialer, error) {
 	case stratHandoff:
 	case stratReconnect:
 		d.opts = append(d.opts, client.NoHandoff())
+	case stratFastpath:
+		d.opts = append(d.opts, client.HelloSkip())
 	case stratHandoffEarly:
 		d.early = true
 	case stratReconnectEarly:

@@ -21,10 +21,88 @@ import (
 // USER_HZ at 100 for that interface on every architecture Go supports.
 const userHZ = 100
 
-// procCPU is one process's CPU time at one instant.
-type procCPU struct {
+// procSample is one process's counters at one instant.
+type procSample struct {
 	schedNS int64 // sum of the live threads' schedstat run time
 	tickNS  int64 // utime+stime from /proc/<pid>/stat, in ns
+	counts  ProcCounts
+}
+
+// ProcCounts are a process's context switches and read/write syscalls,
+// summed over its threads: at one instant, or their growth over a phase.
+//
+// The context switches are each live thread's voluntary_ctxt_switches
+// (the thread blocked: waiting for I/O, a futex, a timer) and
+// nonvoluntary_ctxt_switches (it was preempted) from
+// /proc/<pid>/task/<tid>/status. SysR and SysW are syscr and syscw from
+// /proc/<pid>/io: the calls that go through the kernel's read and write
+// paths (read, write, readv, writev, pread, pwrite, sendfile, splice, on a
+// socket too), not recvmsg, sendmsg, accept, connect, epoll or futex, so
+// they are the data syscalls, not every syscall.
+type ProcCounts struct {
+	VoluntaryCS    int64 `json:"voluntary_ctxt_switches"`
+	NonvoluntaryCS int64 `json:"nonvoluntary_ctxt_switches"`
+	SysR           int64 `json:"syscr"`
+	SysW           int64 `json:"syscw"`
+}
+
+func (c ProcCounts) sub(o ProcCounts) ProcCounts {
+	return ProcCounts{c.VoluntaryCS - o.VoluntaryCS, c.NonvoluntaryCS - o.NonvoluntaryCS, c.SysR - o.SysR, c.SysW - o.SysW}
+}
+
+func (c ProcCounts) add(o ProcCounts) ProcCounts {
+	return ProcCounts{c.VoluntaryCS + o.VoluntaryCS, c.NonvoluntaryCS + o.NonvoluntaryCS, c.SysR + o.SysR, c.SysW + o.SysW}
+}
+
+// parseStatusCtxt returns a thread's voluntary and nonvoluntary context
+// switches from the content of its /proc/<pid>/task/<tid>/status file.
+func parseStatusCtxt(b []byte) (voluntary, nonvoluntary int64, err error) {
+	var seen int
+	for l := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || (k != "voluntary_ctxt_switches" && k != "nonvoluntary_ctxt_switches") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", k, err)
+		}
+		if k == "voluntary_ctxt_switches" {
+			voluntary = n
+		} else {
+			nonvoluntary = n
+		}
+		seen++
+	}
+	if seen != 2 {
+		return 0, 0, fmt.Errorf("no context switch counts")
+	}
+	return voluntary, nonvoluntary, nil
+}
+
+// parseProcIO returns syscr and syscw from the content of /proc/<pid>/io.
+func parseProcIO(b []byte) (syscr, syscw int64, err error) {
+	var seen int
+	for l := range strings.SplitSeq(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || (k != "syscr" && k != "syscw") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", k, err)
+		}
+		if k == "syscr" {
+			syscr = n
+		} else {
+			syscw = n
+		}
+		seen++
+	}
+	if seen != 2 {
+		return 0, 0, fmt.Errorf("no syscr and syscw")
+	}
+	return syscr, syscw, nil
 }
 
 // parseSchedstat returns the run time (ns on a CPU) from the content of a

@@ -22,8 +22,10 @@ func checkPlatform() error { return nil }
 // reaches the bench's sockets.
 func makePrivateDir(d string) error { return ipc.EnsurePrivateDir(d) }
 
-func readProcCPU(pid int) (procCPU, error) {
-	var c procCPU
+// readProcSample reads pid's CPU time, context switches and read/write
+// syscalls.
+func readProcSample(pid int) (procSample, error) {
+	var c procSample
 	dir := fmt.Sprintf("/proc/%d/task", pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
@@ -38,7 +40,17 @@ func readProcCPU(pid int) (procCPU, error) {
 		if err != nil {
 			return c, fmt.Errorf("%s/%s/schedstat: %w", dir, t.Name(), err)
 		}
+		b, err = os.ReadFile(filepath.Join(dir, t.Name(), "status"))
+		if err != nil {
+			continue // exited meanwhile: its run time goes with its counts
+		}
+		vol, nonvol, err := parseStatusCtxt(b)
+		if err != nil {
+			return c, fmt.Errorf("%s/%s/status: %w", dir, t.Name(), err)
+		}
 		c.schedNS += ns
+		c.counts.VoluntaryCS += vol
+		c.counts.NonvoluntaryCS += nonvol
 	}
 	st, err := readStatFields(pid)
 	if err != nil {
@@ -46,6 +58,13 @@ func readProcCPU(pid int) (procCPU, error) {
 	}
 	if c.tickNS, err = statTicksNS(st); err != nil {
 		return c, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return c, err
+	}
+	if c.counts.SysR, c.counts.SysW, err = parseProcIO(b); err != nil {
+		return c, fmt.Errorf("/proc/%d/io: %w", pid, err)
 	}
 	return c, nil
 }

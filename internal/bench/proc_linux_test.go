@@ -10,12 +10,20 @@ import (
 )
 
 func TestReadOwnProcess(t *testing.T) {
-	c, err := readProcCPU(os.Getpid())
+	c, err := readProcSample(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.schedNS <= 0 {
 		t.Errorf("this process has run %d ns", c.schedNS)
+	}
+	// Reading /proc went through read(2): the next sample counts more.
+	c2, err := readProcSample(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := c2.counts.sub(c.counts); d.SysR <= 0 || d.VoluntaryCS < 0 || d.NonvoluntaryCS < 0 {
+		t.Errorf("counts between two samples: %+v, want more read syscalls", d)
 	}
 	m, err := readProcMem(os.Getpid())
 	if err != nil {

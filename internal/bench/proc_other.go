@@ -16,7 +16,7 @@ var errUnsupported = errors.New("bench measures on Linux only (it reads CPU time
 func checkPlatform() error { return errUnsupported }
 
 func makePrivateDir(string) error                 { return errUnsupported }
-func readProcCPU(int) (procCPU, error)            { return procCPU{}, errUnsupported }
+func readProcSample(int) (procSample, error)      { return procSample{}, errUnsupported }
 func readSystemCPU() (int64, int64, error)        { return 0, 0, errUnsupported }
 func readProcMem(int) (ProcMem, error)            { return ProcMem{}, errUnsupported }
 func countFDs(int) (int, error)                   { return 0, errUnsupported }

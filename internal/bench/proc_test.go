@@ -62,6 +62,49 @@ func TestParseStatusMem(t *testing.T) {
 	}
 }
 
+func TestParseStatusCtxt(t *testing.T) {
+	status := "Name:\tportier\nvoluntary_ctxt_switches:\t1234\nnonvoluntary_ctxt_switches:\t56\n"
+	v, n, err := parseStatusCtxt([]byte(status))
+	if err != nil || v != 1234 || n != 56 {
+		t.Errorf("parseStatusCtxt = %d, %d, %v; want 1234, 56", v, n, err)
+	}
+	for _, bad := range []string{"Name:\tx\n", "voluntary_ctxt_switches:\t1\n", "voluntary_ctxt_switches:\tx\nnonvoluntary_ctxt_switches:\t1\n"} {
+		if _, _, err := parseStatusCtxt([]byte(bad)); err == nil {
+			t.Errorf("parseStatusCtxt(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseProcIO(t *testing.T) {
+	io := "rchar: 6976\nwchar: 10\nsyscr: 17\nsyscw: 4\nread_bytes: 0\nwrite_bytes: 0\ncancelled_write_bytes: 0\n"
+	r, w, err := parseProcIO([]byte(io))
+	if err != nil || r != 17 || w != 4 {
+		t.Errorf("parseProcIO = %d, %d, %v; want 17, 4", r, w, err)
+	}
+	if _, _, err := parseProcIO([]byte("rchar: 1\nsyscr: 2\n")); err == nil {
+		t.Error("an io file without syscw was accepted")
+	}
+}
+
+func TestProcCountsArithmetic(t *testing.T) {
+	a := ProcCounts{VoluntaryCS: 10, NonvoluntaryCS: 2, SysR: 30, SysW: 40}
+	b := ProcCounts{VoluntaryCS: 15, NonvoluntaryCS: 3, SysR: 37, SysW: 41}
+	if d := b.sub(a); d != (ProcCounts{5, 1, 7, 1}) {
+		t.Errorf("sub = %+v", d)
+	}
+	if s := a.add(b); s != (ProcCounts{25, 5, 67, 81}) {
+		t.Errorf("add = %+v", s)
+	}
+	t0 := time.Unix(1000, 0)
+	x := snapshot{at: t0}
+	y := snapshot{at: t0.Add(time.Millisecond)}
+	x.procs[1].counts, y.procs[1].counts = a, b
+	d := countsDelta(x, y)
+	if len(d) != 4 || d["broker"] != (ProcCounts{5, 1, 7, 1}) || d["client"] != (ProcCounts{}) {
+		t.Errorf("countsDelta = %+v, want the broker's growth under \"broker\"", d)
+	}
+}
+
 func TestEnvironHas(t *testing.T) {
 	env := []byte("HOME=/h\x00PORTIER_BROKER=/tmp/x/broker.sock\x00PORTIER_SERVICE=stall\x00")
 	for _, c := range []struct {
@@ -104,8 +147,8 @@ func TestBuildRevision(t *testing.T) {
 
 func TestCPUDelta(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	a := cpuSnap{procs: [4]procCPU{{100, 0}, {200, 0}, {300, 0}, {400, 0}}, busy: 1_000, steal: 0, at: t0}
-	b := cpuSnap{procs: [4]procCPU{{1_100, 10}, {2_200, 20}, {3_300, 30}, {4_400, 40}}, busy: 1_000 + 10_000 + 4_000, steal: 400,
+	a := snapshot{procs: [4]procSample{{schedNS: 100}, {schedNS: 200}, {schedNS: 300}, {schedNS: 400}}, busy: 1_000, steal: 0, at: t0}
+	b := snapshot{procs: [4]procSample{{schedNS: 1_100, tickNS: 10}, {schedNS: 2_200, tickNS: 20}, {schedNS: 3_300, tickNS: 30}, {schedNS: 4_400, tickNS: 40}}, busy: 1_000 + 10_000 + 4_000, steal: 400,
 		at: t0.Add(10 * time.Microsecond)}
 	d := cpuDelta(a, b, 2)
 	if d.Client != 1000 || d.Broker != 2000 || d.Backend != 3000 || d.Proxy != 4000 || d.total() != 10_000 ||

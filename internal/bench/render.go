@@ -40,7 +40,7 @@ func fmtRoutes(m map[string]int) string {
 
 // headlineRatios come first in the ratio table, in this order.
 var headlineRatios = []string{"handoff_vs_reconnect_p50_c1", "handoff_vs_reconnect_p99_c1", "handoff_vs_direct_p50_c1",
-	"handoff_vs_reconnect_conns_c16", "stream_handoff_vs_direct"}
+	"handoff_vs_reconnect_conns_c16", "fastpath_vs_direct_p50_c1", "stream_handoff_vs_direct"}
 
 func (r *Report) tables() []table {
 	var ts []table
@@ -52,13 +52,49 @@ func (r *Report) tables() []table {
 		lat.rows = append(lat.rows, []string{s.Strategy, strconv.Itoa(s.Concurrency), fmtRange(s.P50US, 1), fmtRange(s.P99US, 1),
 			fmtRange(s.P999US, 1), fmtRange(s.ConnsPerSec, 0), fmtRange(s.CPUPerConnUS, 1), fmtRoutes(s.Routes)})
 	}
+	conns := fmt.Sprintf("%d measured connections per phase at c=1, %d at c=16", r.Config.ConnsC1, r.Config.ConnsC16)
+	if len(r.Curve) > 0 {
+		conns += fmt.Sprintf(", %d at the curve's other levels", r.Config.ConnsCurve)
+	}
 	lat.notes = []string{
-		fmt.Sprintf("%d measured connections per phase at c=1, %d at c=16, after %d warm-up connections; one client process per phase.",
-			r.Config.ConnsC1, r.Config.ConnsC16, r.Config.Warmup),
+		fmt.Sprintf("%s, after %d warm-up connections; one client process per phase.", conns, r.Config.Warmup),
 		"A sample runs from the start of client.Dial (net.Dial for direct and proxy) until the echo was read and Close returned.",
 		"CPU is the on-CPU time of client, broker, backend and proxy (per-thread schedstat) during the measured phase, per connection.",
 	}
+	if slices.ContainsFunc(r.RTT, func(s RTTSummary) bool { return s.Strategy == stratFastpath }) {
+		lat.notes = append(lat.notes, "fastpath: client.Dial with HelloSkip in a client process whose first (warm-up) Dial filled the hello-skip cache, so it dials backend_pipe directly (route direct).")
+	}
 	ts = append(ts, lat)
+
+	if len(r.Curve) > 0 {
+		var levels []int
+		for _, c := range r.Curve {
+			for _, p := range c.Points {
+				if !slices.Contains(levels, p.Concurrency) {
+					levels = append(levels, p.Concurrency)
+				}
+			}
+		}
+		slices.Sort(levels)
+		ct := table{title: "Concurrency curve: conns/s, p50 / p99 µs, " + strings.TrimSuffix(rounds, " (min–max)"), header: []string{"strategy"}}
+		for _, l := range levels {
+			ct.header = append(ct.header, "c="+strconv.Itoa(l))
+		}
+		for _, c := range r.Curve {
+			row := []string{c.Strategy}
+			for _, l := range levels {
+				i := slices.IndexFunc(c.Points, func(p CurvePoint) bool { return p.Concurrency == l })
+				if i < 0 {
+					row = append(row, "")
+					continue
+				}
+				p := c.Points[i]
+				row = append(row, fmt.Sprintf("%.0f/s, %.1f / %.1f", p.ConnsPerSec, p.P50US, p.P99US))
+			}
+			ct.rows = append(ct.rows, row)
+		}
+		ts = append(ts, ct)
+	}
 
 	cpu := table{title: "CPU µs per connection by process (median over rounds)",
 		header: []string{"strategy", "c", "client", "broker", "backend", "proxy", "total", "other load %"}}
@@ -69,6 +105,27 @@ func (r *Report) tables() []table {
 	}
 	cpu.notes = []string{"other load %: CPU time used by processes the bench did not start during the measured phases, in percent of all CPUs (from /proc/stat); high values mark disturbed rounds."}
 	ts = append(ts, cpu)
+
+	if slices.ContainsFunc(r.RTT, func(s RTTSummary) bool { return s.PerConnByProcess != nil }) {
+		kt := table{title: "Context switches / read+write syscalls per connection by process (median over rounds)",
+			header: []string{"strategy", "c", "client", "broker", "backend", "proxy", "total"}}
+		for _, s := range r.RTT {
+			if s.PerConnByProcess == nil {
+				continue
+			}
+			row := []string{s.Strategy, strconv.Itoa(s.Concurrency)}
+			for _, name := range []string{"client", "broker", "backend", "proxy", "total"} {
+				c := s.PerConnByProcess[name]
+				row = append(row, fmt.Sprintf("%.1f / %.1f", c.CtxSwitches, c.RWSyscalls))
+			}
+			kt.rows = append(kt.rows, row)
+		}
+		kt.notes = []string{
+			"Context switches: voluntary + nonvoluntary, summed over each process's threads (/proc/<pid>/task/<tid>/status); the JSON has them apart.",
+			"Read+write syscalls: syscr + syscw from /proc/<pid>/io, which count the read and write family (read, write, readv, writev, ...) and not recvmsg, sendmsg, accept, connect, epoll or futex.",
+		}
+		ts = append(ts, kt)
+	}
 
 	if len(r.Stream) > 0 {
 		st := table{title: fmt.Sprintf("Streaming: 1 MiB writes for %s on one connection, echoed back, %s", r.Config.Stream, rounds),
@@ -138,11 +195,33 @@ func (r *Report) tables() []table {
 	}
 	ts = append(ts, rs)
 
+	if p := r.Parked; p != nil && p.Clients > 0 {
+		back := "not within " + parkedWindow.String()
+		if p.BackToBaselineMS >= 0 {
+			back = fmt.Sprintf("%.0f ms after the last client exited", p.BackToBaselineMS)
+		}
+		pt := table{title: fmt.Sprintf("Broker descriptors after %d parked clients close", p.Clients), header: []string{"state", "fds"}}
+		pt.rows = [][]string{
+			{"idle, after every load phase", strconv.Itoa(p.IdleFDs)},
+			{"baseline: stalled backend starting, one sentinel Hello parked", strconv.Itoa(p.BaselineFDs)},
+			{fmt.Sprintf("%d more Hellos parked", p.Clients), strconv.Itoa(p.PendingFDs)},
+			{fmt.Sprintf("%s after their clients exited", parkedWindow), strconv.Itoa(p.FDsAfter1s)},
+			{"back at the baseline", back},
+		}
+		pt.notes = []string{"Method: " + p.Method + "."}
+		ts = append(ts, pt)
+	}
+
 	tt := table{title: "Targets", header: []string{"target", "measured", "spread", "result"}}
 	for _, t := range r.Targets {
 		res := "met"
-		if !t.Met {
+		switch {
+		case !t.Met:
 			res = "MISSED"
+		case t.Stretch != 0 && !t.StretchMet:
+			res = fmt.Sprintf("met (stretch %v missed)", t.Stretch)
+		case t.Stretch != 0:
+			res = "met (stretch too)"
 		}
 		tt.rows = append(tt.rows, []string{t.Rule, fmt.Sprintf("%.2f", t.Measured), t.Spread, res})
 	}

@@ -35,26 +35,45 @@ func readFixture(t *testing.T, name string) (map[string]json.RawMessage, *Report
 }
 
 // TestReadReportKeepsSavedFigures: report-v1.json was written by `portier
-// bench --json` before the bench moved into this package. Recomputing its
-// summaries from "raw" gives the figures it saved, key for key: the
-// definitions of the ratios and summaries have not changed.
+// bench --json` before the bench moved into this package, report-v2.json by
+// a tiny run of this one (with the fast path, the curve, the per-process
+// counts and the parked clients). Recomputing their summaries from "raw"
+// gives the figures they saved, key for key: the definitions of the ratios
+// and summaries have not changed. Only v1's targets differ, because the
+// targets have changed since.
 func TestReadReportKeepsSavedFigures(t *testing.T) {
-	saved, rep := readFixture(t, "report-v1.json")
-	b, err := json.Marshal(rep)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got map[string]json.RawMessage
-	if err := json.Unmarshal(b, &got); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"ratios", "ratio_ranges", "rtt", "stream", "cold_start", "herd", "broker_rss", "broker_counters", "warnings", "raw", "config", "machine"} {
-		if !jsonEqual(t, saved[k], got[k]) {
-			t.Errorf("%s differs after recomputation:\nsaved %s\n  got %s", k, saved[k], got[k])
+	for _, c := range []struct {
+		fixture string
+		keys    []string
+		ratios  int
+	}{
+		{"report-v1.json", []string{"ratios", "ratio_ranges", "rtt", "stream", "cold_start", "herd", "broker_rss",
+			"broker_counters", "warnings", "raw", "config", "machine"}, 14},
+		{"report-v2.json", []string{"ratios", "ratio_ranges", "rtt", "curve", "stream", "cold_start", "herd", "broker_rss",
+			"parked_close", "broker_counters", "targets", "warnings", "raw", "config", "machine"}, 15},
+	} {
+		saved, rep := readFixture(t, c.fixture)
+		b, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if len(rep.Ratios) != 14 {
-		t.Errorf("%d ratios, want the 14 the saved run has", len(rep.Ratios))
+		var got map[string]json.RawMessage
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range c.keys {
+			if !jsonEqual(t, saved[k], got[k]) {
+				t.Errorf("%s: %s differs after recomputation:\nsaved %s\n  got %s", c.fixture, k, saved[k], got[k])
+			}
+		}
+		for k := range got {
+			if _, ok := saved[k]; !ok {
+				t.Errorf("%s: recomputation adds the key %s", c.fixture, k)
+			}
+		}
+		if len(rep.Ratios) != c.ratios {
+			t.Errorf("%s: %d ratios, want the %d the saved run has", c.fixture, len(rep.Ratios), c.ratios)
+		}
 	}
 }
 
@@ -76,14 +95,21 @@ func jsonEqual(t *testing.T, a, b json.RawMessage) bool {
 // byte. Regenerate after an intended change with
 // go test ./internal/bench -run TestRenderGolden -update.
 func TestRenderGolden(t *testing.T) {
-	_, rep := readFixture(t, "report-v1.json")
+	_, v1 := readFixture(t, "report-v1.json")
+	_, v2 := readFixture(t, "report-v2.json")
+	text := func(r *Report, b *bytes.Buffer) error { return r.WriteText(b) }
+	markdown := func(r *Report, b *bytes.Buffer) error { return r.WriteMarkdown(b) }
 	for _, c := range []struct {
 		golden string
+		rep    *Report
 		write  func(*Report, *bytes.Buffer) error
 	}{
-		{"report-v1.txt.golden", func(r *Report, b *bytes.Buffer) error { return r.WriteText(b) }},
-		{"report-v1.md.golden", func(r *Report, b *bytes.Buffer) error { return r.WriteMarkdown(b) }},
+		{"report-v1.txt.golden", v1, text},
+		{"report-v1.md.golden", v1, markdown},
+		{"report-v2.txt.golden", v2, text},
+		{"report-v2.md.golden", v2, markdown},
 	} {
+		rep := c.rep
 		var b bytes.Buffer
 		if err := c.write(rep, &b); err != nil {
 			t.Fatal(err)
@@ -127,12 +153,13 @@ func syntheticReport() *Report {
 		{strategy: stratProxy, conc: 1, p50: [3]float64{400, 200, 100}, p99: ones, cps: ones, cpuPerConn: ones},
 		{strategy: stratHandoffEarly, conc: 1, p50: [3]float64{100, 600, 450}, p99: ones, cps: ones, cpuPerConn: ones},
 		{strategy: stratReconnectEarly, conc: 1, p50: [3]float64{200, 300, 300}, p99: ones, cps: ones, cpuPerConn: ones},
+		{strategy: stratFastpath, conc: 1, p50: [3]float64{110, 180, 60}, p99: ones, cps: ones, cpuPerConn: ones},
 		{strategy: stratHandoff, conc: 16, p50: [3]float64{1000, 1200, 900}, p99: ones, cps: [3]float64{8000, 9000, 10000}, cpuPerConn: [3]float64{130, 120, 100}},
 		{strategy: stratReconnect, conc: 16, p50: [3]float64{500, 1000, 900}, p99: ones, cps: [3]float64{10000, 10000, 8000}, cpuPerConn: [3]float64{100, 100, 100}},
 	}
 	for _, f := range phases {
 		for round := range 3 {
-			routes := map[string]int{strings.TrimSuffix(f.strategy, "+early"): 100}
+			routes := map[string]int{wantRoute(f.strategy): 100}
 			r.Raw.RTT = append(r.Raw.RTT, RTTPhase{Round: round, Strategy: f.strategy, Concurrency: f.conc,
 				Result:      RTTResult{N: 100, P50NS: int64(f.p50[round] * 1e3), P99NS: int64(f.p99[round] * 1e3), P999NS: int64(f.p99[round] * 1e3), Routes: routes},
 				ConnsPerSec: f.cps[round], CPUPerConnNS: f.cpuPerConn[round],
@@ -163,6 +190,7 @@ var wantRatios = map[string][]float64{
 	"handoff_vs_reconnect_p99_c1":             {0.9, 0.8, 1.25},
 	"handoff_vs_direct_p50_c1":                {2, 1.5, 3},
 	"handoff_vs_reconnect_conns_c16":          {0.8, 0.9, 1.25},
+	"fastpath_vs_direct_p50_c1":               {1.1, 0.9, 1.2},
 	"stream_handoff_vs_direct":                {1, 0.5, 1.1},
 	"handoff_vs_reconnect_p50_c16":            {2, 1.2, 1},
 	"handoff_vs_reconnect_cpu_c16":            {1.3, 1.2, 1},
@@ -231,6 +259,7 @@ func TestSummarizeRows(t *testing.T) {
 	r := syntheticReport()
 	r.Raw.RTT[0].Result.Errors = 3
 	r.Raw.RTT[3].Result.Routes = map[string]int{"handoff": 90, "reconnect": 10} // a handoff c=1 round
+	r.Raw.RTT[6*3+1].Result.Routes = map[string]int{"direct": 99, "handoff": 1} // a fastpath round
 	r.BrokerCounters = map[string]float64{
 		`portier_hellos_total{outcome="handoff",reason=""}`:                          10,
 		`portier_hellos_total{outcome="reconnect",reason="client_unsupported"}`:      5,
@@ -241,7 +270,7 @@ func TestSummarizeRows(t *testing.T) {
 	for _, s := range r.RTT {
 		order = append(order, s.Strategy+"/"+strconv.Itoa(s.Concurrency))
 	}
-	if want := []string{"direct/1", "handoff/1", "handoff/16", "reconnect/1", "reconnect/16", "proxy/1", "handoff+early/1", "reconnect+early/1"}; !slices.Equal(order, want) {
+	if want := []string{"direct/1", "handoff/1", "handoff/16", "reconnect/1", "reconnect/16", "fastpath/1", "proxy/1", "handoff+early/1", "reconnect+early/1"}; !slices.Equal(order, want) {
 		t.Errorf("rows %v, want %v", order, want)
 	}
 	h := r.RTT[1]
@@ -257,7 +286,11 @@ func TestSummarizeRows(t *testing.T) {
 	if len(r.Stream) != 4 || r.Stream[0].Strategy != stratDirect || !near(r.Stream[0].MBps.Median, 1000) || !near(r.Stream[0].CPUPerMB.Median, 1) {
 		t.Errorf("stream rows %+v", r.Stream)
 	}
+	if r.Raw.RTT[6*3+1].Strategy != stratFastpath {
+		t.Fatalf("phase %d is %s", 6*3+1, r.Raw.RTT[6*3+1].Strategy)
+	}
 	wantWarn := []string{"direct c=1: 3 connections failed", "handoff c=1: not every connection took the handoff route",
+		"fastpath c=1: not every connection took the direct route",
 		`reason="backend_rejected"} 2`}
 	if len(r.Warnings) != len(wantWarn) {
 		t.Errorf("warnings %q, want %d", r.Warnings, len(wantWarn))
@@ -281,6 +314,7 @@ func TestSummarizeRows(t *testing.T) {
 
 func TestTargets(t *testing.T) {
 	r := syntheticReport()
+	r.Parked = &ParkedClose{Clients: 10, BaselineFDs: 20, PendingFDs: 30, FDsAfter1s: 23}
 	r.Raw.Cold = []ColdSample{{HelloToEchoNS: 12e6, ExecToListenNS: 5e6, Route: "handoff"}, {HelloToEchoNS: 8e6, ExecToListenNS: 6e6, Route: "handoff"}}
 	r.Herd = []HerdSample{{Spawns: 1}, {Spawns: 2}}
 	r.RSS = RSSResult{IdleStart: ProcMem{RSSKiB: 10 << 10}, IdleAfterLoad: ProcMem{RSSKiB: 30 << 10}, PendingConns: 10, Pending: ProcMem{RSSKiB: 40 << 10}}
@@ -290,30 +324,210 @@ func TestTargets(t *testing.T) {
 		got[tr.Name] = tr
 	}
 	for _, c := range []struct {
-		name     string
-		measured float64
-		met      bool
+		name       string
+		measured   float64
+		met        bool
+		stretch    float64
+		stretchMet bool
 	}{
-		{"handoff_vs_reconnect_p50_c1", 1.0, false},
-		{"handoff_vs_reconnect_p99_c1", 0.9, false},
-		{"handoff_vs_direct_p50_c1", 2.0, true},
-		{"handoff_vs_reconnect_conns_c16", 0.9, false},
-		{"stream_handoff_vs_direct", 1.0, true},
-		{"cold_start_overhead_ms", 10 - 5.5, true},
-		{"herd_spawns", 2, false},
-		{"broker_rss_idle_mib", 30, false},
-		{"broker_rss_pending_mib", 40, true},
+		{"handoff_vs_reconnect_p50_c1", 1.0, false, 0.75, false},
+		{"handoff_vs_reconnect_p99_c1", 0.9, false, 0, false},
+		{"handoff_vs_direct_p50_c1", 2.0, true, 0, false},
+		{"handoff_vs_reconnect_conns_c16", 0.9, false, 1.1, false},
+		{"fastpath_vs_direct_p50_c1", 1.1, true, 0, false},
+		{"stream_handoff_vs_direct", 1.0, true, 0, false},
+		{"cold_start_overhead_ms", 10 - 5.5, true, 0, false},
+		{"herd_spawns", 2, false, 0, false},
+		{"broker_rss_idle_mib", 30, false, 0, false},
+		{"broker_rss_pending_mib", 40, true, 0, false},
+		{"broker_parked_fds_after_1s", 3, false, 0, false},
 	} {
 		tr, ok := got[c.name]
 		if !ok {
 			t.Errorf("no target %s", c.name)
 			continue
 		}
-		if !near(tr.Measured, c.measured) || tr.Met != c.met {
-			t.Errorf("%s: measured %v, met %v; want %v, %v", c.name, tr.Measured, tr.Met, c.measured, c.met)
+		if !near(tr.Measured, c.measured) || tr.Met != c.met || tr.Stretch != c.stretch || tr.StretchMet != c.stretchMet {
+			t.Errorf("%s: measured %v, met %v, stretch %v met %v; want %v, %v, %v, %v", c.name, tr.Measured, tr.Met, tr.Stretch, tr.StretchMet,
+				c.measured, c.met, c.stretch, c.stretchMet)
 		}
 	}
-	if len(got) != 9 {
-		t.Errorf("%d targets, want 9", len(got))
+	if len(got) != 11 {
+		t.Errorf("%d targets, want 11", len(got))
+	}
+
+	// Back at the baseline is met; one descriptor more is not.
+	for fds, wantMet := range map[int]bool{20: true, 19: true, 21: false} {
+		r := &Report{Parked: &ParkedClose{Clients: 10, BaselineFDs: 20, FDsAfter1s: fds}}
+		r.targets()
+		if i := slices.IndexFunc(r.Targets, func(t TargetResult) bool { return t.Name == "broker_parked_fds_after_1s" }); i < 0 || r.Targets[i].Met != wantMet {
+			t.Errorf("parked clients with %d fds at +1 s against a baseline of 20: %+v, want met %v", fds, r.Targets, wantMet)
+		}
+	}
+
+	// The limits sit where the issue puts them: at the limit is met, past
+	// it is not; the stretch limits likewise.
+	for _, c := range []struct {
+		name               string
+		at, past           float64
+		stretchAt, stretch float64
+	}{
+		{"handoff_vs_reconnect_p50_c1", 0.85, 0.86, 0.75, 0.76},
+		{"handoff_vs_reconnect_p99_c1", 0.85, 0.86, 0, 0},
+		{"handoff_vs_direct_p50_c1", 2.0, 2.01, 0, 0},
+		{"handoff_vs_reconnect_conns_c16", 1.0, 0.99, 1.1, 1.09},
+		{"fastpath_vs_direct_p50_c1", 1.15, 1.16, 0, 0},
+		{"stream_handoff_vs_direct", 0.95, 0.94, 0, 0},
+	} {
+		for _, v := range []float64{c.at, c.past, c.stretchAt, c.stretch} {
+			if v == 0 {
+				continue
+			}
+			r := &Report{RatioRanges: map[string]RangeStat{c.name: {Median: v, Min: v, Max: v, Values: []float64{v}}}}
+			r.targets()
+			tr := r.Targets[0]
+			if tr.Name != c.name {
+				t.Fatalf("target %s, want %s", tr.Name, c.name)
+			}
+			if wantMet := v != c.past; tr.Met != wantMet {
+				t.Errorf("%s at %v: met %v, want %v", c.name, v, tr.Met, wantMet)
+			}
+			if c.stretchAt != 0 {
+				if wantStretch := v == c.stretchAt; tr.StretchMet != wantStretch {
+					t.Errorf("%s at %v: stretch met %v, want %v", c.name, v, tr.StretchMet, wantStretch)
+				}
+			}
+		}
+	}
+}
+
+// TestSummarizeCurveAndCounts: the curve lists the strategies measured at
+// more than two concurrencies, in order; the per-connection counts are the
+// medians of each round's counts over its connections, per process and in
+// total.
+func TestSummarizeCurveAndCounts(t *testing.T) {
+	r := syntheticReport()
+	counts := func(client, broker int64) map[string]ProcCounts {
+		return map[string]ProcCounts{
+			"client":  {VoluntaryCS: client, NonvoluntaryCS: 100, SysR: 300, SysW: 200},
+			"broker":  {VoluntaryCS: broker, SysR: 100},
+			"backend": {VoluntaryCS: 200, NonvoluntaryCS: 50, SysR: 300, SysW: 300},
+			"proxy":   {},
+		}
+	}
+	for _, conc := range []int{64, 4} { // out of order on purpose
+		for round := range 3 {
+			r.Raw.RTT = append(r.Raw.RTT, RTTPhase{Round: round, Strategy: stratHandoff, Concurrency: conc,
+				Result:      RTTResult{N: 100, P50NS: int64(conc * 1000 * (round + 1)), P99NS: int64(conc * 2000), Routes: map[string]int{"handoff": 100}},
+				ConnsPerSec: float64(conc * 100 * (round + 1)),
+				Counts:      counts(int64(100*(round+1)), int64(conc))})
+		}
+	}
+	r.Summarize()
+	if len(r.Curve) != 1 || r.Curve[0].Strategy != stratHandoff {
+		t.Fatalf("curve %+v, want handoff only", r.Curve)
+	}
+	var levels []int
+	for _, p := range r.Curve[0].Points {
+		levels = append(levels, p.Concurrency)
+	}
+	if !slices.Equal(levels, []int{1, 4, 16, 64}) {
+		t.Errorf("curve levels %v, want 1 4 16 64", levels)
+	}
+	p4 := r.Curve[0].Points[1]
+	if !near(p4.ConnsPerSec, 800) || !near(p4.P50US, 8) || !near(p4.P99US, 8) {
+		t.Errorf("c=4 point %+v, want 800 conns/s (median of 400, 800, 1200), p50 8 µs, p99 8 µs", p4)
+	}
+	p1 := r.Curve[0].Points[0]
+	if !near(p1.P50US, 200) || !near(p1.ConnsPerSec, 1) {
+		t.Errorf("c=1 point %+v, want the handoff c=1 row's medians", p1)
+	}
+	var row *RTTSummary
+	for i := range r.RTT {
+		if r.RTT[i].Strategy == stratHandoff && r.RTT[i].Concurrency == 64 {
+			row = &r.RTT[i]
+		}
+		if r.RTT[i].Concurrency == 1 && r.RTT[i].PerConnByProcess != nil {
+			t.Errorf("%s c=1 has counts %v but its phases have none", r.RTT[i].Strategy, r.RTT[i].PerConnByProcess)
+		}
+	}
+	if row == nil {
+		t.Fatal("no handoff c=64 row")
+	}
+	pc := row.PerConnByProcess
+	// Client voluntary switches per round: 100, 200, 300 over 100
+	// connections; nonvoluntary 100 each round.
+	if c := pc["client"]; !near(c.Voluntary, 2) || !near(c.Nonvoluntary, 1) || !near(c.CtxSwitches, 3) || !near(c.SysR, 3) || !near(c.SysW, 2) || !near(c.RWSyscalls, 5) {
+		t.Errorf("client per connection %+v", c)
+	}
+	if c := pc["broker"]; !near(c.CtxSwitches, 0.64) || !near(c.RWSyscalls, 1) {
+		t.Errorf("broker per connection %+v", c)
+	}
+	// Total, round 2: client 200+100, broker 64, backend 250 switches;
+	// 500 + 100 + 600 read/write syscalls; over 100 connections.
+	if c := pc["total"]; !near(c.CtxSwitches, (300+64+250)/100.0) || !near(c.RWSyscalls, 12) || !near(c.Voluntary, (200+64+200)/100.0) {
+		t.Errorf("total per connection %+v", c)
+	}
+	if c, ok := pc["proxy"]; !ok || c != (ConnCounts{}) {
+		t.Errorf("proxy per connection %+v (present %v), want zeros", c, ok)
+	}
+}
+
+// TestRenderNewSections: the curve, counts, parked and stretch renderings
+// of a synthetic report, in both formats.
+func TestRenderNewSections(t *testing.T) {
+	r := syntheticReport()
+	for _, conc := range []int{4, 64} {
+		for round := range 3 {
+			r.Raw.RTT = append(r.Raw.RTT, RTTPhase{Round: round, Strategy: stratFastpath, Concurrency: conc,
+				Result:      RTTResult{N: 10, P50NS: 12_300, P99NS: 45_600, Routes: map[string]int{"direct": 10}},
+				ConnsPerSec: 7890, Counts: map[string]ProcCounts{"client": {VoluntaryCS: 25, SysR: 30, SysW: 10}}})
+		}
+	}
+	r.Config.ConnsCurve = 10
+	// handoff / reconnect p50 at c=1: 0.8, 0.8, 1.5; met, stretch missed.
+	for i, p := range r.Raw.RTT {
+		if p.Strategy == stratReconnect && p.Concurrency == 1 && p.Round == 1 {
+			r.Raw.RTT[i].Result.P50NS = 375_000
+		}
+	}
+	r.Parked = &ParkedClose{Clients: 500, IdleFDs: 14, BaselineFDs: 16, PendingFDs: 516, FDsAfter1s: 16, BackToBaselineMS: 42.4, Method: "the method"}
+	r.Summarize()
+	var text, md bytes.Buffer
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Concurrency curve: conns/s, p50 / p99 µs, median of 3 rounds",
+		"7890/s, 12.3 / 45.6",
+		"Context switches / read+write syscalls per connection by process",
+		"2.5 / 4.0", // the fast path's client: 25 switches, 40 syscalls over 10 connections
+		"10 at the curve's other levels",
+		"fastpath: client.Dial with HelloSkip",
+		"Broker descriptors after 500 parked clients close",
+		"42 ms after the last client exited",
+		"broker fds back to idle within 1 s after 500 parked clients close",
+		"met (stretch 0.75 missed)",
+	} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, text.String())
+		}
+		if !strings.Contains(md.String(), strings.ReplaceAll(want, "|", `\|`)) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+	if !strings.Contains(md.String(), "| fastpath | 64 | 2.5 / 4.0 | 0.0 / 0.0 |") {
+		t.Errorf("markdown lacks the fast path's c=64 counts row:\n%s", md.String())
+	}
+	r.Parked.BackToBaselineMS = -1
+	text.Reset()
+	if err := r.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "not within 1s") {
+		t.Errorf("a broker that did not get back to its baseline reads:\n%s", text.String())
 	}
 }

@@ -18,6 +18,9 @@ type RTTPhase struct {
 	CPUPerConnNS float64   `json:"cpu_per_conn_ns"`
 	Handoffs     uint64    `json:"broker_handoffs"`
 	Fallbacks    uint64    `json:"broker_fallbacks"`
+	// Counts are each process's context switches and read/write syscalls
+	// during the phase, by process name (client, broker, backend, proxy).
+	Counts map[string]ProcCounts `json:"proc_counts,omitempty"`
 }
 
 func (e *env) rttPhase(round int, s string, conc, n int) (RTTPhase, error) {
@@ -34,7 +37,7 @@ func (e *env) rttPhase(round int, s string, conc, n int) (RTTPhase, error) {
 	if p.Result.N == 0 {
 		return p, fmt.Errorf("client %s c=%d: every connection failed, first: %s", s, conc, p.Result.FirstError)
 	}
-	p.CPU, p.Handoffs, p.Fallbacks = run.cpu, run.handoffs, run.fallbacks
+	p.CPU, p.Counts, p.Handoffs, p.Fallbacks = run.cpu, run.counts, run.handoffs, run.fallbacks
 	p.ConnsPerSec = float64(p.Result.N) / (float64(p.Result.ElapsedNS) / 1e9)
 	p.CPUPerConnNS = float64(run.cpu.total()) / float64(p.Result.N)
 	e.logf("  %-16s c=%-2d p50 %7.1fµs p99 %7.1fµs %8.0f conns/s %6.1f µs CPU/conn routes %v",

@@ -121,7 +121,7 @@ func Run(ctx context.Context, cfg Config, opts Options) (*Report, error) {
 // measure runs the load phases round by round, then the memory phase.
 func (e *env) measure(rep *Report) error {
 	cfg := e.cfg
-	strategies := []string{stratDirect, stratHandoff, stratReconnect, stratProxy}
+	strategies := []string{stratDirect, stratHandoff, stratReconnect, stratFastpath, stratProxy}
 	if cfg.Early {
 		strategies = append(strategies, stratHandoffEarly, stratReconnectEarly)
 	}
@@ -133,7 +133,7 @@ func (e *env) measure(rep *Report) error {
 		if _, err := e.rttPhase(-1, s, highConc, max(cfg.Warmup, highConc)); err != nil {
 			return err
 		}
-		if !strings.HasSuffix(s, "+early") {
+		if streamed(s) {
 			if _, err := e.streamPhase(-1, s, min(cfg.Stream, 200*time.Millisecond)); err != nil {
 				return err
 			}
@@ -143,18 +143,14 @@ func (e *env) measure(rep *Report) error {
 		order := append(append([]string(nil), strategies[round%len(strategies):]...), strategies[:round%len(strategies)]...)
 		e.logf("round %d/%d: %s", round+1, cfg.Rounds, strings.Join(order, ", "))
 		for _, s := range order {
-			for _, conc := range []int{1, highConc} {
-				n := cfg.ConnsC1
-				if conc > 1 {
-					n = cfg.ConnsC16
-				}
-				p, err := e.rttPhase(round, s, conc, n)
+			for _, conc := range levels(s) {
+				p, err := e.rttPhase(round, s, conc, cfg.conns(conc))
 				if err != nil {
 					return err
 				}
 				rep.Raw.RTT = append(rep.Raw.RTT, p)
 			}
-			if !strings.HasSuffix(s, "+early") {
+			if streamed(s) {
 				p, err := e.streamPhase(round, s, cfg.Stream)
 				if err != nil {
 					return err
@@ -185,7 +181,7 @@ func (e *env) measure(rep *Report) error {
 		return err
 	}
 	if cfg.RSSConns > 0 {
-		if err := e.rssPending(&rep.RSS); err != nil {
+		if rep.Parked, err = e.rssPending(&rep.RSS); err != nil {
 			return err
 		}
 	}
@@ -386,17 +382,18 @@ func (e *env) spawns(svc string) (int, error) {
 	return int(math.Round(total)), nil
 }
 
-// cpuSnapshot reads the CPU counters of the measured processes.
-func (e *env) cpuSnapshot(clientPID int) (cpuSnap, error) {
-	var s cpuSnap
+// snapshot reads the counters of the measured processes (in the order of
+// procNames) and the machine's CPU time.
+func (e *env) snapshot(clientPID int) (snapshot, error) {
+	var s snapshot
 	var err error
 	if s.busy, s.steal, err = readSystemCPU(); err != nil {
 		return s, err
 	}
 	for i, pid := range []int{clientPID, e.brokerPID, e.backendPID, e.proxy.pid()} {
-		c, err := readProcCPU(pid)
+		c, err := readProcSample(pid)
 		if err != nil {
-			return s, fmt.Errorf("CPU of pid %d: %w", pid, err)
+			return s, fmt.Errorf("counters of the %s (pid %d): %w", procNames[i], pid, err)
 		}
 		s.procs[i] = c
 	}
@@ -408,12 +405,13 @@ func (e *env) cpuSnapshot(clientPID int) (cpuSnap, error) {
 type clientRun struct {
 	line      string // its JSON result
 	cpu       CPUSplit
-	fallbacks uint64 // handoff fallbacks the broker counted during the phase
+	counts    map[string]ProcCounts // by process, over the phase
+	fallbacks uint64                // handoff fallbacks the broker counted during the phase
 	handoffs  uint64
 }
 
 // runClient runs one load-generator process through the warm/go/done/report
-// exchange, reading the CPU counters at the edges of the measured phase.
+// exchange, reading the counters at the edges of the measured phase.
 func (e *env) runClient(name string, args ...string) (*clientRun, error) {
 	c, err := startChild(e.ctx, name, e.exe, append([]string{ClientCommand, "--socket", e.sock}, args...)...)
 	if err != nil {
@@ -427,7 +425,7 @@ func (e *env) runClient(name string, args ...string) (*clientRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	before, err := e.cpuSnapshot(c.pid())
+	before, err := e.snapshot(c.pid())
 	if err != nil {
 		return nil, err
 	}
@@ -437,7 +435,7 @@ func (e *env) runClient(name string, args ...string) (*clientRun, error) {
 	if err := c.expect(lineDone, phaseTimeout); err != nil {
 		return nil, err
 	}
-	after, err := e.cpuSnapshot(c.pid())
+	after, err := e.snapshot(c.pid())
 	if err != nil {
 		return nil, err
 	}
@@ -455,7 +453,7 @@ func (e *env) runClient(name string, args ...string) (*clientRun, error) {
 	if err := c.wait(10 * time.Second); err != nil {
 		return nil, err
 	}
-	return &clientRun{line: line, cpu: cpuDelta(before, after, runtime.NumCPU()),
+	return &clientRun{line: line, cpu: cpuDelta(before, after, runtime.NumCPU()), counts: countsDelta(before, after),
 		fallbacks: st1.GetFallbacks() - st0.GetFallbacks(), handoffs: st1.GetHandoffs() - st0.GetHandoffs()}, nil
 }
 
