@@ -382,26 +382,3 @@ func accept(t *testing.T, l net.Listener) net.Conn {
 		return nil
 	}
 }
-
-// countFDs returns how many descriptors this process has open.
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir(fdDir)
-	if err != nil {
-		t.Fatalf("read %s: %v", fdDir, err)
-	}
-	return len(ents)
-}
-
-// checkFDs records the descriptor count now and fails the test if it differs
-// once the test and all its cleanups are done. Call it first, so that its
-// cleanup runs last.
-func checkFDs(t *testing.T) {
-	t.Helper()
-	before := countFDs(t)
-	t.Cleanup(func() {
-		if after := countFDs(t); after != before {
-			t.Errorf("descriptor leak: %d open before the test, %d after", before, after)
-		}
-	})
-}

@@ -7,8 +7,6 @@ import (
 	"os"
 )
 
-func warmUp() {}
-
 func runHelper(mode string, _ []string) int {
 	fmt.Fprintf(os.Stderr, "backend test helper %q: not on this platform\n", mode)
 	return 2

@@ -13,22 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// warmUp makes the runtime open the descriptors it keeps for good (the
-// network poller's), so per-test descriptor counts compare like with like.
-func warmUp() {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err != nil {
-		return
-	}
-	for _, fd := range fds {
-		f := os.NewFile(uintptr(fd), "warmup")
-		if c, err := net.FileConn(f); err == nil {
-			_ = c.Close()
-		}
-		_ = f.Close()
-	}
-}
-
 // runHelper is the body of a helper process. Mode "dial" connects to the
 // socket named by its argument and reports on stdout what the server did
 // with the connection: "eof" when it was closed, "data" when bytes arrived,

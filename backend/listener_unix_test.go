@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 	"go.uber.org/goleak"
@@ -72,7 +73,7 @@ func expectNoFile(t *testing.T, path string) {
 }
 
 func TestHandoffAndDirectConnections(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -117,7 +118,7 @@ func TestHandoffAndDirectConnections(t *testing.T) {
 // the client's receive buffer, and bytes the client pipelined before the
 // handoff are the first the application reads.
 func TestReadyEventBeforeAccept(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -180,7 +181,7 @@ func fdWith(c *net.UnixConn, fn func(fd int) error) error {
 // rejecting ACK, its descriptor is closed without a byte written to the
 // client (who then takes the reconnect route), and the listener carries on.
 func TestOfferRejected(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -279,7 +280,7 @@ func TestOfferRejected(t *testing.T) {
 // waiting for Accept, the next offer is rejected at once and its descriptor
 // closed; once Accept takes one, offers are accepted again.
 func TestAcceptQueueBound(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	const n = 2
@@ -323,7 +324,7 @@ func TestAcceptQueueBound(t *testing.T) {
 // net.ErrClosed, the broker hears Unregister, and handed-off connections
 // that Accept never returned are closed after their ready event.
 func TestQuiesce(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -350,7 +351,7 @@ func TestQuiesce(t *testing.T) {
 // connection goes away (a broker restart), the listener keeps serving direct
 // connections and registers again, and offers on the new connection work.
 func TestReRegisterAfterControlDrop(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -383,7 +384,7 @@ func TestReRegisterAfterControlDrop(t *testing.T) {
 // TestReRegisterRefused: a restarted broker that does not vouch for this
 // process refuses it, and the listener closes itself so the program exits.
 func TestReRegisterRefused(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -401,7 +402,7 @@ func TestReRegisterRefused(t *testing.T) {
 // control loop has taken over the registered connection, unregisters and
 // returns (it used to miss the connection and wait forever on its reader).
 func TestCloseRightAfterListen(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	for range 10 {
@@ -427,7 +428,7 @@ func TestCloseRightAfterListen(t *testing.T) {
 // a broker that answers only after Close began must still return, and must
 // not leave the new control connection open.
 func TestCloseDuringReRegistration(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -487,7 +488,7 @@ func waitGone(t *testing.T, path string) {
 // TestCloseWhileBrokerSilent: Close does not wait out the registration
 // timeout while a re-registration waits on a broker that never answers.
 func TestCloseWhileBrokerSilent(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb, RegisterTimeout(time.Hour))
@@ -507,7 +508,7 @@ func TestCloseWhileBrokerSilent(t *testing.T) {
 }
 
 func TestRegistrationRefused(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	errc := make(chan error, 1)
@@ -540,7 +541,7 @@ func TestRegistrationRefused(t *testing.T) {
 // when the broker is absent, silent or answers with something else.
 func TestRegistrationFailures(t *testing.T) {
 	t.Run("no broker", func(t *testing.T) {
-		checkFDs(t)
+		fdcount.Check(t)
 		fb := newFakeBroker(t)
 		fb.setEnv()
 		fb.ln.Close()
@@ -552,7 +553,7 @@ func TestRegistrationFailures(t *testing.T) {
 		expectNoFile(t, fb.endpoint)
 	})
 	t.Run("silent broker", func(t *testing.T) {
-		checkFDs(t)
+		fdcount.Check(t)
 		fb := newFakeBroker(t)
 		fb.setEnv()
 		errc := make(chan error, 1)
@@ -568,7 +569,7 @@ func TestRegistrationFailures(t *testing.T) {
 		expectNoFile(t, fb.endpoint)
 	})
 	t.Run("canceled context", func(t *testing.T) {
-		checkFDs(t)
+		fdcount.Check(t)
 		fb := newFakeBroker(t)
 		fb.setEnv()
 		ctx, cancel := context.WithCancel(context.Background())
@@ -580,7 +581,7 @@ func TestRegistrationFailures(t *testing.T) {
 		expectNoFile(t, fb.endpoint)
 	})
 	t.Run("wrong reply", func(t *testing.T) {
-		checkFDs(t)
+		fdcount.Check(t)
 		fb := newFakeBroker(t)
 		fb.setEnv()
 		errc := make(chan error, 1)
@@ -600,7 +601,7 @@ func TestRegistrationFailures(t *testing.T) {
 		p.expectEOF()
 	})
 	t.Run("wrong protocol", func(t *testing.T) {
-		checkFDs(t)
+		fdcount.Check(t)
 		fb := newFakeBroker(t)
 		fb.setEnv()
 		errc := make(chan error, 1)
@@ -660,7 +661,7 @@ func TestNoHandoffOption(t *testing.T) {
 // TestStandalone: without a broker environment the listener serves the
 // Address endpoint, and Close removes it.
 func TestStandalone(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	clearBrokerEnv(t)
 	dir, err := os.MkdirTemp("", "bk")
 	if err != nil {
@@ -784,7 +785,7 @@ func copyExecutable(t *testing.T, dst string) {
 // TestOfferForGoneClient: a client that hung up before the handoff cannot
 // get the ready event; the offer is rejected and its queue slot released.
 func TestOfferForGoneClient(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb, QueueSize(1))
@@ -810,7 +811,7 @@ func TestOfferForGoneClient(t *testing.T) {
 // whole ready event at once, the backend finishes writing it (under a
 // deadline) before the connection reaches Accept.
 func TestReadyEventPartialWrite(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -850,7 +851,7 @@ func TestReadyEventPartialWrite(t *testing.T) {
 // TestOfferWithTwoDescriptors: an offer that carries more than one
 // descriptor is rejected and every descriptor it carried is closed.
 func TestOfferWithTwoDescriptors(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -887,7 +888,7 @@ func TestOfferWithTwoDescriptors(t *testing.T) {
 // TestMalformedControlMessageIgnored: a control message that does not
 // decode is ignored, not fatal to the control connection.
 func TestMalformedControlMessageIgnored(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -905,7 +906,7 @@ func TestMalformedControlMessageIgnored(t *testing.T) {
 // TestBadFramingDropsControl: a control stream that stops being framed is
 // dropped, and the listener registers again on a fresh connection.
 func TestBadFramingDropsControl(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -930,7 +931,7 @@ func TestBadFramingDropsControl(t *testing.T) {
 // (after the broker asked it to quiesce) has unregistered and removed its
 // endpoint by then.
 func TestAcceptErrorAfterCloseFinished(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
@@ -960,7 +961,7 @@ func TestAcceptErrorAfterCloseFinished(t *testing.T) {
 // TestOrphanTimeout: a backend whose broker is gone for good stops retrying
 // after OrphanTimeout and closes its listener, so the program can exit.
 func TestOrphanTimeout(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb, OrphanTimeout(100*time.Millisecond))
@@ -981,7 +982,7 @@ func TestOrphanTimeout(t *testing.T) {
 // drops it (DESIGN §3.2: a backend that rejects closes its copy without
 // writing).
 func TestOfferOfUnusableDescriptorNothingWritten(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/client"
+	"github.com/portier/portier/internal/fdcount"
 	pb "github.com/portier/portier/wire/portierv1"
 )
 
@@ -25,7 +26,7 @@ func TestHandoffServesOnTheHelloSocket(t *testing.T) {
 	echo(t, c, "warm")
 	c.Close()
 
-	base := fdCount(t)
+	base := fdcount.Count(t)
 	for i := 0; i < 20; i++ {
 		c, err := h.dial("echo")
 		if err != nil {
@@ -37,7 +38,7 @@ func TestHandoffServesOnTheHelloSocket(t *testing.T) {
 		echo(t, c, "hello through the handed-off socket")
 		c.Close()
 	}
-	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdCount(t) <= base })
+	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdcount.Count(t) <= base })
 	h.settle() // a client is served before its backend's ACK reaches the broker
 	if st := h.b.orch.Stats(); st.Completed < 20 {
 		t.Fatalf("completed handoffs = %d, want >= 20", st.Completed)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/portier/portier/client"
 	"github.com/portier/portier/handoff"
+	"github.com/portier/portier/internal/fdcount"
 )
 
 // A backend that dies holding an offer: the client must end up served by a
@@ -23,7 +24,7 @@ func TestBackendDiesOnOfferClientServedOrRefused(t *testing.T) {
 	h.define("fragile", "1.0.0", "die-on-offer", "")
 	h.warm("fragile")
 	first := h.onlyBackend()
-	base := fdCount(t)
+	base := fdcount.Count(t)
 
 	// Dial may return before the route is settled; Route settles it (and
 	// surfaces a failed reconnect), so the 2 s bound covers both.
@@ -72,5 +73,5 @@ func TestBackendDiesOnOfferClientServedOrRefused(t *testing.T) {
 	if got := st.Fallback(handoff.StageAwaitAck, handoff.ReasonTransferFailed); got != 1 {
 		t.Fatalf("await_ack/transfer_failed fallbacks = %d, want 1 (%+v)", got, st)
 	}
-	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdCount(t) <= base })
+	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdcount.Count(t) <= base })
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/portier/portier/client"
 	"github.com/portier/portier/handoff"
+	"github.com/portier/portier/internal/fdcount"
 	pb "github.com/portier/portier/wire/portierv1"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -62,7 +63,7 @@ func TestBackendRejectsOfferClientReconnects(t *testing.T) {
 	h := newHarness(t, nil)
 	h.define("rej", "1.0.0", "reject", "")
 	h.warm("rej")
-	base := fdCount(t)
+	base := fdcount.Count(t)
 	const n = 3
 	for i := 0; i < n; i++ {
 		c, err := h.dial("rej")
@@ -86,14 +87,14 @@ func TestBackendRejectsOfferClientReconnects(t *testing.T) {
 	if got := h.handoffFallbacks("acknowledge", "backend_rejected"); got != n {
 		t.Fatalf("metric portier_handoffs_total{fallback,acknowledge,backend_rejected} = %d, want %d", got, n)
 	}
-	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdCount(t) <= base })
+	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdcount.Count(t) <= base })
 }
 
 func TestBackendNeverAcksBrokerClosesAtDeadline(t *testing.T) {
 	h := newHarness(t, func(c *Config) { c.Handoff.AckDeadline = 200 * time.Millisecond })
 	h.define("mute", "1.0.0", "hold", "")
 	h.warm("mute")
-	base := fdCount(t)
+	base := fdcount.Count(t)
 
 	c, err := h.dial("mute", client.ReadyTimeout(300*time.Millisecond))
 	if err != nil {
@@ -115,7 +116,7 @@ func TestBackendNeverAcksBrokerClosesAtDeadline(t *testing.T) {
 	if st.InFlight != 0 || st.Pending != 0 {
 		t.Fatalf("in flight %d, pending tokens %d after the deadline; want 0, 0", st.InFlight, st.Pending)
 	}
-	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdCount(t) <= base })
+	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdcount.Count(t) <= base })
 }
 
 // onlyBackend returns the status of the one live backend.

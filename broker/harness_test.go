@@ -229,16 +229,6 @@ func (h *harness) spawns(service, result string) int {
 	return int(m.GetCounter().GetValue())
 }
 
-// fdCount is the number of open descriptors of this process.
-func fdCount(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skip("no /proc/self/fd")
-	}
-	return len(ents)
-}
-
 // eventually polls cond until it holds or the deadline passes. Used only
 // for state that another process changes (no channel to wait on).
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {

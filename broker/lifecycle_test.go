@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/client"
+	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
@@ -400,7 +401,7 @@ func TestListenFDsActivationReconnectOnly(t *testing.T) {
 			t.Fatalf("the broker still holds the activation socket %s (inode %s)", be.GetEndpoint(), ino)
 		}
 	}
-	base := fdCount(t)
+	base := fdcount.Count(t)
 	for i := 0; i < 5; i++ {
 		dial()
 	}
@@ -410,7 +411,7 @@ func TestListenFDsActivationReconnectOnly(t *testing.T) {
 	if n := h.spawns("sockact", "started"); n != 1 {
 		t.Fatalf("spawns = %d, want 1", n)
 	}
-	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdCount(t) <= base })
+	eventually(t, 5*time.Second, "broker fd count back to baseline", func() bool { return fdcount.Count(t) <= base })
 }
 
 func TestIdleBackendQuiescedThenRespawned(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/portier/portier/internal/fdcount"
 )
 
 // waitBrokerExit installs the reaping hook and returns a channel that gets
@@ -43,7 +45,7 @@ func testExecutable(t *testing.T) string {
 func TestAutoStart(t *testing.T) {
 	for _, how := range []string{"option", "PORTIER_BIN"} {
 		t.Run(how, func(t *testing.T) {
-			checkFDs(t)
+			fdcount.Check(t)
 			dir := shortDir(t)
 			rec := startRecorder(t, dir, "backend.sock")
 			sock := filepath.Join(dir, "broker.sock")
@@ -82,7 +84,7 @@ func TestAutoStart(t *testing.T) {
 // TestAutoStartNeverBinds: the started program exits without binding; Dial
 // gives up after the configured time with ErrBrokerUnavailable.
 func TestAutoStartNeverBinds(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	dir := shortDir(t)
 	t.Setenv(helperEnv, "nobind")
 	exited := waitBrokerExit(t)
@@ -97,7 +99,7 @@ func TestAutoStartNeverBinds(t *testing.T) {
 }
 
 func TestAutoStartNoBinary(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	dir := shortDir(t)
 	_, err := Dial(t.Context(), "echo", Socket(filepath.Join(dir, "broker.sock")),
 		AutoStart(AutoStartConfig{Binary: filepath.Join(dir, "no-such-portier")}))

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -291,7 +292,7 @@ func TestRefusalWithoutRequestID(t *testing.T) {
 }
 
 func TestBrokerMissing(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	dir := shortDir(t)
 	t.Run("no socket", func(t *testing.T) {
 		_, err := Dial(t.Context(), "echo", Socket(filepath.Join(dir, "none.sock")))
@@ -612,7 +613,7 @@ func TestRefusedErrorMessage(t *testing.T) {
 // receive buffer is still found (and adopted) rather than replaying early
 // data on the reconnect route; an empty buffer reads as EOF without waiting.
 func TestLastChance(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	dir := shortDir(t)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -25,29 +26,6 @@ const ioTimeout = 10 * time.Second
 var testToken = bytes.Repeat([]byte{0xA5}, wire.TokenLen)
 
 const testConnID = 7
-
-// fdCount counts this process's open descriptors (Linux: /proc/self/fd).
-func fdCount(t testing.TB) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents)
-}
-
-// checkFDs fails t if the test leaves descriptors open. Call it first in a
-// test so its cleanup runs after every other cleanup.
-func checkFDs(t *testing.T) {
-	before := fdCount(t)
-	if before < 0 {
-		return
-	}
-	t.Cleanup(func() {
-		if after := fdCount(t); after != before {
-			t.Errorf("descriptor leak: %d open before the test, %d after", before, after)
-		}
-	})
-}
 
 // shortDir is a temporary directory with a short path, so socket paths stay
 // under the sun_path limit whatever the test's name.
@@ -355,7 +333,7 @@ type testEnv struct {
 }
 
 func newEnv(t *testing.T, s script) *testEnv {
-	checkFDs(t)
+	fdcount.Check(t)
 	dir := shortDir(t)
 	rec := startRecorder(t, dir, "backend.sock")
 	fb := startBroker(t, dir, s)

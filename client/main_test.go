@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -26,21 +25,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(runHelper(mode, os.Args[1:]))
 	}
-	warmUp()
 	goleak.VerifyTestMain(m)
-}
-
-// warmUp makes the runtime open the descriptors it keeps for good (the
-// network poller's), so per-test descriptor counts compare like with like.
-func warmUp() {
-	dir, err := os.MkdirTemp("", "pcw")
-	if err != nil {
-		return
-	}
-	defer os.RemoveAll(dir)
-	if l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"}); err == nil {
-		_ = l.Close()
-	}
 }
 
 // runHelper is the fake broker: `serve --socket PATH`. In mode "broker" it

@@ -5,22 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/portier/portier/internal/bench"
+	"github.com/portier/portier/internal/fdcount"
 )
-
-func fdCount(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
 
 // TestBenchEndToEnd runs a tiny bench (one round, few connections) with
 // every phase: real broker, backend, proxy and client processes.
@@ -34,7 +25,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	mark := "CMD_PORTIER_BENCH_RUN=" + rand.Text()
 	k, v, _ := strings.Cut(mark, "=")
 	t.Setenv(k, v)
-	fds := fdCount(t)
+	fds := fdcount.Count(t)
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"bench", "--json", "-q", "--rounds", "1", "--conns", "30", "--conns-c16", "64", "--conns-curve", "80",
 		"--warmup", "16", "--stream", "100ms", "--cold", "1", "--herd", "8", "--rss-conns", "200", "--rss-procs", "2"}, &stdout, &stderr)
@@ -150,7 +141,7 @@ func TestBenchEndToEnd(t *testing.T) {
 	if left := bench.ProcsWithEnv(mark); len(left) > 0 {
 		t.Errorf("processes left running: %v", left)
 	}
-	if n := fdCount(t); n != fds {
+	if n := fdcount.Count(t); n != fds {
 		t.Errorf("descriptors: %d before, %d after", fds, n)
 	}
 }

@@ -8,16 +8,6 @@ import (
 	"testing"
 )
 
-// cliFDs counts this process's open descriptors.
-func cliFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // cliChildren lists the pids of this process's children (running or not
 // yet reaped), nil where that cannot be told.
 func cliChildren(t *testing.T) []int {

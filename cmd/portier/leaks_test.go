@@ -3,6 +3,7 @@ package main
 import (
 	"testing"
 
+	"github.com/portier/portier/internal/fdcount"
 	"go.uber.org/goleak"
 )
 
@@ -11,13 +12,8 @@ import (
 // processes are left over.
 func checkCLILeaks(t *testing.T) {
 	t.Helper()
-	before := cliFDs(t)
+	fdcount.Check(t)
 	t.Cleanup(func() {
-		if before >= 0 {
-			if after := cliFDs(t); after != before {
-				t.Errorf("descriptor leak: %d open before the test, %d after", before, after)
-			}
-		}
 		if kids := cliChildren(t); len(kids) > 0 {
 			t.Errorf("child processes left behind: %v", kids)
 		}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/internal/fdcount"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,7 +55,7 @@ func connectedPair(t *testing.T) (client, server *net.UnixConn) {
 // after sendmsg, and checks that the child serves the original client on it,
 // including bytes the client wrote before the handoff.
 func TestHandoffAcrossProcesses(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	client, server := connectedPair(t)
 	deadline := testDeadline()
 	_ = client.SetDeadline(deadline)
@@ -140,7 +141,7 @@ func TestHandoffAcrossProcesses(t *testing.T) {
 // its own frame, with bodies of assorted sizes including ones that make the
 // Receiver grow its buffer.
 func TestFDBoundToItsFrame(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, b := socketPair(t, unix.SOCK_STREAM)
 	files := pipeFDs(t, 3)
 
@@ -222,7 +223,7 @@ func TestFDBoundToItsFrame(t *testing.T) {
 // descriptor belongs to. The test only logs; TestFDBoundToItsFrame is what
 // must hold on every kernel.
 func TestKernelGluesFDSegment(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, b := socketPair(t, unix.SOCK_STREAM)
 	file := pipeFDs(t, 1)[0]
 	for i := range 3 {
@@ -249,7 +250,7 @@ func TestKernelGluesFDSegment(t *testing.T) {
 }
 
 func TestControlTruncated(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, b := socketPair(t, unix.SOCK_STREAM)
 	files := pipeFDs(t, 8) // twice what the control buffer holds
 	rawSend(t, a, frame([]byte("offer")), files...)
@@ -275,7 +276,7 @@ func TestControlTruncated(t *testing.T) {
 
 func TestTooManyFDs(t *testing.T) {
 	for _, n := range []int{2, maxFDsPerRead} {
-		checkFDs(t)
+		fdcount.Check(t)
 		a, b := socketPair(t, unix.SOCK_STREAM)
 		files := pipeFDs(t, n)
 		rawSend(t, a, frame([]byte("offer")), files...)
@@ -301,7 +302,7 @@ func TestTooManyFDs(t *testing.T) {
 // (Linux does), and the Receiver cannot tell the difference from a
 // well-formed offer. SendWithFD never produces either case.
 func TestFDMisaligned(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	for _, split := range []int{1, 2, headerLen, headerLen + 3} {
 		a, b := socketPair(t, unix.SOCK_STREAM)
 		file := pipeFDs(t, 1)[0]
@@ -332,7 +333,7 @@ func TestFDMisaligned(t *testing.T) {
 // not fatal, and the descriptor that came with the frame's first bytes stays
 // bound to it.
 func TestNextResumesAfterDeadline(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, b := socketPair(t, unix.SOCK_STREAM)
 	file := pipeFDs(t, 1)[0]
 	f := frame([]byte("slow offer"))
@@ -360,7 +361,7 @@ func TestNextResumesAfterDeadline(t *testing.T) {
 // TestCloseReleasesHeldFD: a descriptor for a frame that never completes is
 // closed by Close, and Next reports the Receiver closed.
 func TestCloseReleasesHeldFD(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, b := socketPair(t, unix.SOCK_STREAM)
 	file := pipeFDs(t, 1)[0]
 	// A whole frame, then the first bytes of an fd frame in one read.
@@ -402,7 +403,7 @@ func TestFramingErrorsAreFatal(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			checkFDs(t)
+			fdcount.Check(t)
 			a, b := socketPair(t, unix.SOCK_STREAM)
 			// A descriptor rides with the bad frame: it must be released.
 			file := pipeFDs(t, 1)[0]
@@ -433,7 +434,7 @@ func TestFramingErrorsAreFatal(t *testing.T) {
 // with a descriptor held for an incomplete frame; whatever the interleaving,
 // Next ends with an error once the connection is closed, and nothing leaks.
 func TestCloseDuringNext(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	for range 20 {
 		a, b := socketPair(t, unix.SOCK_STREAM)
 		file := pipeFDs(t, 1)[0]
@@ -455,7 +456,7 @@ func TestCloseDuringNext(t *testing.T) {
 }
 
 func TestNextOnClosedConn(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	_, b := socketPair(t, unix.SOCK_STREAM)
 	r := NewReceiver(b, 0)
 	defer r.Close()
@@ -472,7 +473,7 @@ func TestNextOnClosedConn(t *testing.T) {
 }
 
 func TestSendWithFDRejectsNonFrames(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, _ := socketPair(t, unix.SOCK_STREAM)
 	file := pipeFDs(t, 1)[0]
 	big := []byte{1, 0x01, 0x00, 0x00, 0x01}
@@ -489,7 +490,7 @@ func TestSendWithFDRejectsNonFrames(t *testing.T) {
 // TestSendWithFDDeadline: with the peer's buffer full, SendWithFD waits in the
 // poller until its deadline and reports that the descriptor was not sent.
 func TestSendWithFDDeadline(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, _ := socketPair(t, unix.SOCK_STREAM)
 	file := pipeFDs(t, 1)[0]
 	fill := make([]byte, 64<<10)
@@ -509,7 +510,7 @@ func TestSendWithFDDeadline(t *testing.T) {
 }
 
 func TestSendWithFDPeerGone(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, b := socketPair(t, unix.SOCK_STREAM)
 	file := pipeFDs(t, 1)[0]
 	_ = b.Close()
@@ -523,7 +524,7 @@ func TestSendWithFDPeerGone(t *testing.T) {
 // the first sendmsg is short, the rest follows without the descriptor, and
 // the receiver gets exactly one descriptor with the intact frame.
 func TestSendWithFDShortWrite(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	a, b := socketPair(t, unix.SOCK_STREAM)
 	_ = a.SetWriteBuffer(16 << 10)
 	file := pipeFDs(t, 1)[0]
@@ -556,7 +557,7 @@ func TestSendWithFDShortWrite(t *testing.T) {
 }
 
 func TestConnFromFD(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	client, server := connectedPair(t)
 	var dup int
 	if err := WithFD(server, func(fd int) error {
@@ -593,7 +594,7 @@ func TestConnFromFD(t *testing.T) {
 }
 
 func TestConnFromFDRefusesOthers(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	// Datagram socket: a *net.UnixConn, but not a stream.
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/portier/portier/internal/fdcount"
 	"golang.org/x/sys/unix"
 )
 
@@ -59,7 +60,7 @@ func FuzzReceiver(f *testing.F) {
 		}
 		wantBodies, wantErr := refParse(data, refLimit)
 
-		checkFDs(t)
+		fdcount.Check(t)
 		a, b := socketPair(t, unix.SOCK_STREAM)
 		file := pipeFDs(t, 1)[0]
 		var wg sync.WaitGroup

@@ -9,8 +9,6 @@ import (
 	"strings"
 )
 
-func warmUp() {}
-
 // runHelper is the body of the re-executed test binary. Mode "pipe-backend"
 // plays a backend: it reads the value of a handle the parent duplicated into
 // it from stdin, and talks to the parent's pipe client on that handle.

@@ -20,7 +20,6 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	warmUp()
 	// go-winio (the Windows tests' pipe client) keeps one completion-port
 	// goroutine for the life of the process by design.
 	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/Microsoft/go-winio.ioCompletionProcessor"))

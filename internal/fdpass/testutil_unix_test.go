@@ -11,44 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// warmUp creates the runtime's poller descriptors (epoll/kqueue, wakeup
-// pipe) before any test counts descriptors, so they do not look like leaks.
-func warmUp() {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
-	if err != nil {
-		return
-	}
-	for _, fd := range fds {
-		f := os.NewFile(uintptr(fd), "warmup")
-		if c, err := net.FileConn(f); err == nil {
-			_ = c.Close()
-		}
-		_ = f.Close()
-	}
-}
-
-// countFDs returns how many descriptors this process has open.
-func countFDs(t testing.TB) int {
-	t.Helper()
-	ents, err := os.ReadDir(fdDir)
-	if err != nil {
-		t.Fatalf("read %s: %v", fdDir, err)
-	}
-	return len(ents)
-}
-
-// checkFDs records the descriptor count now and fails the test if it differs
-// once the test and all its other cleanups are done. Call it first.
-func checkFDs(t testing.TB) {
-	t.Helper()
-	before := countFDs(t)
-	t.Cleanup(func() {
-		if after := countFDs(t); after != before {
-			t.Errorf("descriptor leak: %d open before, %d after", before, after)
-		}
-	})
-}
-
 // frame builds one protocol frame around body.
 func frame(body []byte) []byte {
 	b := make([]byte, headerLen+len(body))

@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -136,40 +134,4 @@ func (h *helper) finish(t *testing.T) {
 	if err := h.cmd.Wait(); err != nil {
 		t.Fatalf("helper %d: %v", h.cmd.Process.Pid, err)
 	}
-}
-
-var warmOnce sync.Once
-
-// openFDs counts this process's open descriptors. The first call makes the
-// runtime create its network poller descriptors, so that later counts
-// compare like with like.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	warmOnce.Do(func() {
-		a, b := net.Pipe()
-		_ = a.Close()
-		_ = b.Close()
-		dir := t.TempDir()
-		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "w"), Net: "unix"})
-		if err == nil {
-			_ = l.Close()
-		}
-	})
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Skipf("cannot count fds: %v", err)
-	}
-	return len(ents)
-}
-
-// checkFDs fails the test if it ends with more open descriptors than it
-// started with.
-func checkFDs(t *testing.T) {
-	t.Helper()
-	before := openFDs(t)
-	t.Cleanup(func() {
-		if after := openFDs(t); after != before {
-			t.Errorf("open fds: %d before, %d after", before, after)
-		}
-	})
 }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/portier/portier/internal/fdcount"
 )
 
 // sockPath returns a socket path in a fresh private directory.
@@ -83,7 +85,7 @@ func roundTrip(t *testing.T, l *Listener) {
 }
 
 func TestListenSingletonLifecycle(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	path := sockPath(t)
 	l, err := ListenSingleton(path)
 	if err != nil {
@@ -126,7 +128,7 @@ func TestListenSingletonLifecycle(t *testing.T) {
 }
 
 func TestListenSingletonReplacesStaleSocket(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	path := sockPath(t)
 	staleSocket(t, path)
 	l, err := ListenSingleton(path)
@@ -138,7 +140,7 @@ func TestListenSingletonReplacesStaleSocket(t *testing.T) {
 }
 
 func TestListenSingletonLiveSocket(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	path := sockPath(t)
 	if err := EnsurePrivateDir(filepath.Dir(path)); err != nil {
 		t.Fatal(err)
@@ -197,7 +199,7 @@ func TestListenSingletonRefusesUnsafeDir(t *testing.T) {
 }
 
 func TestListenSingletonConcurrentGoroutines(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	path := sockPath(t)
 	const n = 5
 	var (
@@ -291,7 +293,7 @@ func TestListenSingletonLockNotInherited(t *testing.T) {
 }
 
 func TestCloseKeepsSuccessorsSocket(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	path := sockPath(t)
 	if err := EnsurePrivateDir(filepath.Dir(path)); err != nil {
 		t.Fatal(err)
@@ -320,7 +322,7 @@ func TestCloseKeepsSuccessorsSocket(t *testing.T) {
 }
 
 func TestListen(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	path := sockPath(t)
 	staleSocket(t, path)
 	l, err := Listen(path)
@@ -359,7 +361,7 @@ func TestAcceptDeadline(t *testing.T) {
 }
 
 func TestDialErrors(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	path := sockPath(t)
 	if _, err := Dial(dialCtx(t), path); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("dial missing socket: %v, want ErrNotExist", err)

@@ -7,11 +7,12 @@ import (
 	"os"
 	"testing"
 
+	"github.com/portier/portier/internal/fdcount"
 	"golang.org/x/sys/unix"
 )
 
 func TestPeerCredSelf(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	l, err := Listen(sockPath(t))
 	if err != nil {
 		t.Fatal(err)
@@ -47,7 +48,7 @@ func TestPeerCredSelf(t *testing.T) {
 }
 
 func TestPeerCredSocketpair(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +74,7 @@ func TestPeerCredSocketpair(t *testing.T) {
 }
 
 func TestPeerCredChildProcess(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	l, err := Listen(sockPath(t))
 	if err != nil {
 		t.Fatal(err)

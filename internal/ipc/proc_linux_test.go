@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/portier/portier/internal/fdcount"
 )
 
 func TestProcessStartTimeSelfAndChild(t *testing.T) {
-	checkFDs(t)
+	fdcount.Check(t)
 	self, err := ProcessStartTime(os.Getpid())
 	if err != nil {
 		t.Fatal(err)

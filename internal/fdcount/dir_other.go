@@ -1,0 +1,8 @@
+//go:build !linux && !darwin
+
+package fdcount
+
+// dir is empty: this platform has no listing Open can rely on (FreeBSD's
+// /dev/fd shows only 0-2 without fdescfs; Windows has handles, not
+// descriptors).
+const dir = ""

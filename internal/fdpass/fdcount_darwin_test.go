@@ -1,4 +1,0 @@
-package fdpass
-
-// fdDir lists this process's open descriptors.
-const fdDir = "/dev/fd"
