@@ -17,7 +17,7 @@ import (
 // lookup (every Hello).
 var selfEUID = os.Geteuid()
 
-func unsafePerm(fi fs.FileInfo, path, what string) (problem, reason string) {
+func unsafePerm(fi fs.FileInfo, path, what string) (problem Problem, reason string) {
 	if owner, ok := ownerUID(fi); ok {
 		if uid := selfEUID; owner != uid && owner != 0 {
 			return ProblemNotOwner, fmt.Sprintf("owned by uid %d, not by you (uid %d) or root, so its owner decides what the broker runs as you; chown it to yourself or use a path you own", owner, uid)

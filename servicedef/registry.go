@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/wire"
 )
 
@@ -27,19 +28,25 @@ var ErrUnsafeDir = errors.New("servicedef: unsafe services directory")
 // MaxFileSize caps a definition file; real ones are a few hundred bytes.
 const MaxFileSize = 1 << 20
 
-// Stable DirError.Problem codes.
+// Problem is the stable code of why a path is refused. It is the one type
+// portier uses for unsafe paths, shared with the checks of the broker's
+// socket directory.
+type Problem = ipc.Problem
+
+// The Problem codes, as they apply to the services directory and its
+// definition files.
 const (
-	ProblemSymlink  = "symlink"   // the directory is a symbolic link
-	ProblemNotDir   = "not_dir"   // the path is not a directory
-	ProblemNotOwner = "not_owner" // owned by neither the current user nor root
-	ProblemBadMode  = "bad_mode"  // writable by group or others
+	ProblemSymlink  = ipc.ProblemSymlink  // the directory is a symbolic link
+	ProblemNotDir   = ipc.ProblemNotDir   // the path is not a directory
+	ProblemNotOwner = ipc.ProblemNotOwner // owned by neither the current user nor root
+	ProblemBadMode  = ipc.ProblemBadMode  // writable by group or others
 )
 
 // DirError explains why the services directory is refused and how to fix
 // it. It matches ErrUnsafeDir.
 type DirError struct {
 	Dir     string
-	Problem string // one of the Problem* codes
+	Problem Problem
 	Reason  string // what was found and the fix
 }
 

@@ -230,7 +230,7 @@ func TestRegistryBadFileIsolated(t *testing.T) {
 	}
 }
 
-func wantDirError(t *testing.T, err error, problem string) *DirError {
+func wantDirError(t *testing.T, err error, problem Problem) *DirError {
 	t.Helper()
 	var de *DirError
 	if !errors.As(err, &de) || de.Problem != problem || !errors.Is(err, ErrUnsafeDir) {

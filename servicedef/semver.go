@@ -9,34 +9,34 @@ import (
 	"github.com/portier/portier/wire"
 )
 
-// Semver is a parsed version in portier's version grammar: the wire's
+// semver is a parsed version in portier's version grammar: the wire's
 // MAJOR.MINOR.PATCH[-PRERELEASE] (no build metadata; pre-release
 // identifiers use a-z and 0-9), read with the SemVer 2.0.0 rules: no leading
 // zeros in numbers, no empty pre-release identifiers.
-type Semver struct {
+type semver struct {
 	Major, Minor, Patch uint64
 	// Prerelease holds the dot-separated pre-release identifiers, nil for a
 	// release.
 	Prerelease []string
 }
 
-// ParseSemver parses s. It accepts exactly what wire.ValidVersion accepts,
+// parseSemver parses s. It accepts exactly what wire.ValidVersion accepts,
 // minus what SemVer 2.0.0 forbids (leading zeros, empty identifiers), and
 // says which part is wrong.
-func ParseSemver(s string) (Semver, error) {
+func parseSemver(s string) (semver, error) {
 	if len(s) > wire.MaxVersion {
-		return Semver{}, fmt.Errorf("longer than %d bytes", wire.MaxVersion)
+		return semver{}, fmt.Errorf("longer than %d bytes", wire.MaxVersion)
 	}
 	core, pre, hasPre := strings.Cut(s, "-")
 	parts := strings.Split(core, ".")
 	if len(parts) != 3 {
-		return Semver{}, errors.New("not three dot-separated numbers")
+		return semver{}, errors.New("not three dot-separated numbers")
 	}
-	var v Semver
+	var v semver
 	for i, dst := range []*uint64{&v.Major, &v.Minor, &v.Patch} {
 		n, err := parseNumber(parts[i])
 		if err != nil {
-			return Semver{}, fmt.Errorf("%s %q: %w", [...]string{"major", "minor", "patch"}[i], parts[i], err)
+			return semver{}, fmt.Errorf("%s %q: %w", [...]string{"major", "minor", "patch"}[i], parts[i], err)
 		}
 		*dst = n
 	}
@@ -44,12 +44,12 @@ func ParseSemver(s string) (Semver, error) {
 		return v, nil
 	}
 	if pre == "" {
-		return Semver{}, errors.New("empty pre-release after '-'")
+		return semver{}, errors.New("empty pre-release after '-'")
 	}
 	v.Prerelease = strings.Split(pre, ".")
 	for _, id := range v.Prerelease {
 		if id == "" {
-			return Semver{}, errors.New("empty pre-release identifier")
+			return semver{}, errors.New("empty pre-release identifier")
 		}
 		numeric := true
 		for i := 0; i < len(id); i++ {
@@ -59,11 +59,11 @@ func ParseSemver(s string) (Semver, error) {
 			case c >= 'a' && c <= 'z':
 				numeric = false
 			default:
-				return Semver{}, fmt.Errorf("pre-release %q: only a-z, 0-9 and '.' are allowed", pre)
+				return semver{}, fmt.Errorf("pre-release %q: only a-z, 0-9 and '.' are allowed", pre)
 			}
 		}
 		if numeric && len(id) > 1 && id[0] == '0' {
-			return Semver{}, fmt.Errorf("pre-release identifier %q has a leading zero", id)
+			return semver{}, fmt.Errorf("pre-release identifier %q has a leading zero", id)
 		}
 	}
 	return v, nil
@@ -88,8 +88,8 @@ func parseNumber(s string) (uint64, error) {
 	return n, nil
 }
 
-// String formats v in the canonical form ParseSemver accepts.
-func (v Semver) String() string {
+// String formats v in the canonical form parseSemver accepts.
+func (v semver) String() string {
 	s := fmt.Sprintf("%d.%d.%d", v.Major, v.Minor, v.Patch)
 	if len(v.Prerelease) > 0 {
 		s += "-" + strings.Join(v.Prerelease, ".")
@@ -97,12 +97,12 @@ func (v Semver) String() string {
 	return s
 }
 
-// Compare orders versions by SemVer 2.0.0 precedence and returns -1, 0 or
+// compareSemver orders versions by SemVer 2.0.0 precedence and returns -1, 0 or
 // +1: numbers compare numerically; a pre-release sorts before its release
 // (1.0.0-rc.1 < 1.0.0); pre-releases compare identifier by identifier,
 // numeric identifiers numerically and below alphanumeric ones, and a
 // shorter list of otherwise equal identifiers first.
-func Compare(a, b Semver) int {
+func compareSemver(a, b semver) int {
 	for _, p := range [][2]uint64{{a.Major, b.Major}, {a.Minor, b.Minor}, {a.Patch, b.Patch}} {
 		if p[0] != p[1] {
 			if p[0] < p[1] {

@@ -10,7 +10,7 @@ import (
 func TestParseSemver(t *testing.T) {
 	for _, s := range []string{"0.0.0", "1.2.3", "10.20.30", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-0.3.7",
 		"1.0.0-x.7.z.92", "18446744073709551615.0.0", "1.0.0-99999999999999999999999999"} {
-		v, err := ParseSemver(s)
+		v, err := parseSemver(s)
 		if err != nil {
 			t.Errorf("%q: %v", s, err)
 			continue
@@ -41,7 +41,7 @@ func TestParseSemver(t *testing.T) {
 		"1.2.3-01":                         `pre-release identifier "01" has a leading zero`,
 		"1.2.3-" + strings.Repeat("a", 60): "longer than 64 bytes",
 	} {
-		if _, err := ParseSemver(s); err == nil || err.Error() != want {
+		if _, err := parseSemver(s); err == nil || err.Error() != want {
 			t.Errorf("%q: err %v, want %q", s, err, want)
 		}
 	}
@@ -56,12 +56,12 @@ func TestCompare(t *testing.T) {
 		"10.0.0", "18446744073709551615.0.0",
 	}
 	for i, a := range order {
-		va, err := ParseSemver(a)
+		va, err := parseSemver(a)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for j, b := range order {
-			vb, _ := ParseSemver(b)
+			vb, _ := parseSemver(b)
 			want := 0
 			switch {
 			case i < j:
@@ -69,8 +69,8 @@ func TestCompare(t *testing.T) {
 			case i > j:
 				want = 1
 			}
-			if got := Compare(va, vb); got != want {
-				t.Errorf("Compare(%s, %s) = %d, want %d", a, b, got, want)
+			if got := compareSemver(va, vb); got != want {
+				t.Errorf("compareSemver(%s, %s) = %d, want %d", a, b, got, want)
 			}
 		}
 	}
@@ -81,7 +81,7 @@ func FuzzParseSemver(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		v, err := ParseSemver(s)
+		v, err := parseSemver(s)
 		if err != nil {
 			return
 		}
@@ -91,7 +91,7 @@ func FuzzParseSemver(f *testing.F) {
 		if !wire.ValidVersion(s) {
 			t.Fatalf("%q parses but the wire refuses it", s)
 		}
-		if Compare(v, v) != 0 {
+		if compareSemver(v, v) != 0 {
 			t.Fatalf("%q does not equal itself", s)
 		}
 	})

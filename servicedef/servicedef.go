@@ -504,12 +504,12 @@ func (ps *parser) version(key string, v *unstable.Node, line int) (string, error
 }
 
 // checkVersion accepts what the wire accepts in wanted_version and what
-// ParseSemver can order.
+// parseSemver can order.
 func checkVersion(s string) error {
-	if _, err := ParseSemver(s); err != nil {
+	if _, err := parseSemver(s); err != nil {
 		return fmt.Errorf(`%v (want MAJOR.MINOR.PATCH[-prerelease], e.g. "1.2.3" or "1.3.0-rc.1")`, err)
 	}
-	if !wire.ValidVersion(s) { // ParseSemver is stricter; this is a guard against drift
+	if !wire.ValidVersion(s) { // parseSemver is stricter; this is a guard against drift
 		return fmt.Errorf("not accepted by the wire protocol")
 	}
 	return nil
@@ -599,19 +599,19 @@ func (ps *parser) finish() error {
 			return ps.errorf(0, k, "missing required key %q", k)
 		}
 	}
-	ver, _ := ParseSemver(d.Version) // validated when set
+	ver, _ := parseSemver(d.Version) // validated when set
 	if d.MinVersion != "" {
 		if _, ok := ps.lines["allow_versions"]; ok {
 			line := max(ps.lines["min_version"], ps.lines["allow_versions"])
 			return ps.errorf(line, "min_version", "min_version and allow_versions exclude each other: use min_version for a range, allow_versions for a list")
 		}
-		mv, _ := ParseSemver(d.MinVersion)
-		if Compare(mv, ver) > 0 {
+		mv, _ := parseSemver(d.MinVersion)
+		if compareSemver(mv, ver) > 0 {
 			return ps.errorf(ps.lines["min_version"], "min_version", "min_version %q is newer than version %q, so no client version could be served; lower min_version or raise version", d.MinVersion, d.Version)
 		}
 	}
 	for i, a := range d.AllowVersions {
-		if av, _ := ParseSemver(a); Compare(av, ver) > 0 {
+		if av, _ := parseSemver(a); compareSemver(av, ver) > 0 {
 			return ps.errorf(ps.lines["allow_versions"], "allow_versions", "allow_versions[%d] %q is newer than version %q: a build cannot serve a version newer than itself", i, a, d.Version)
 		}
 	}
@@ -645,27 +645,27 @@ func (d *Definition) Allows(wanted string) bool {
 	if wanted == "" {
 		return true
 	}
-	w, err := ParseSemver(wanted)
+	w, err := parseSemver(wanted)
 	if err != nil {
 		return false
 	}
 	if len(d.AllowVersions) > 0 {
 		for _, a := range d.AllowVersions {
-			if av, err := ParseSemver(a); err == nil && Compare(w, av) == 0 {
+			if av, err := parseSemver(a); err == nil && compareSemver(w, av) == 0 {
 				return true
 			}
 		}
 		return false
 	}
-	v, err := ParseSemver(d.Version)
+	v, err := parseSemver(d.Version)
 	if err != nil {
 		return false
 	}
 	if d.MinVersion != "" {
-		m, err := ParseSemver(d.MinVersion)
-		return err == nil && Compare(w, m) >= 0 && Compare(w, v) <= 0
+		m, err := parseSemver(d.MinVersion)
+		return err == nil && compareSemver(w, m) >= 0 && compareSemver(w, v) <= 0
 	}
-	return Compare(w, v) == 0
+	return compareSemver(w, v) == 0
 }
 
 func dotted(parts []string) string {

@@ -18,21 +18,26 @@ var ErrUnsupported = errors.New("ipc: not supported on this platform")
 // ErrNoProcess reports that the process asked about does not exist (any more).
 var ErrNoProcess = errors.New("ipc: no such process")
 
-// Stable DirError.Problem codes. They are part of the API: portier doctor and
-// tests switch on them.
+// Problem is the stable code of why a path is not safe to trust: the
+// private directory around the broker's socket here, the services directory
+// and definition files in servicedef (which re-exports these codes). The
+// values are part of the API: portier doctor and tests switch on them, and a
+// log line carries them.
+type Problem string
+
+// The Problem codes.
 const (
-	ProblemSymlink  = "symlink"   // the path is a symbolic link
-	ProblemNotDir   = "not_dir"   // the path exists but is not a directory
-	ProblemNotOwner = "not_owner" // the directory belongs to another user
-	ProblemBadMode  = "bad_mode"  // the directory is accessible to group or others
+	ProblemSymlink  Problem = "symlink"   // the path is a symbolic link
+	ProblemNotDir   Problem = "not_dir"   // the path exists but is not a directory
+	ProblemNotOwner Problem = "not_owner" // the path belongs to another user
+	ProblemBadMode  Problem = "bad_mode"  // the path's mode lets group or others in
 )
 
 // DirError reports that a directory meant to hold private endpoints is not
-// safe to use. Problem is one of the Problem* codes; Detail says what was
-// found and how to fix it.
+// safe to use. Detail says what was found and how to fix it.
 type DirError struct {
 	Path    string
-	Problem string
+	Problem Problem
 	Detail  string
 }
 

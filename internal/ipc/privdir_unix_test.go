@@ -18,7 +18,7 @@ func privateTemp(t *testing.T) string {
 	return filepath.Join(t.TempDir(), "p")
 }
 
-func wantDirProblem(t *testing.T, err error, problem string) *DirError {
+func wantDirProblem(t *testing.T, err error, problem Problem) *DirError {
 	t.Helper()
 	var de *DirError
 	if !errors.As(err, &de) {
