@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -136,7 +137,10 @@ type Listener struct {
 	opts options
 	log  *slog.Logger
 	env  *brokerEnv // nil when standalone
-	ln   net.Listener
+	// peers admits direct connections from this process's real user only
+	// (logging refusals, rate-limited).
+	peers *ipc.PeerGuard
+	ln    net.Listener
 
 	handoffs chan net.Conn // capacity opts.queue; never blocks a sender
 	direct   chan net.Conn
@@ -192,6 +196,7 @@ func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 		l.endLife()
 		return nil, ErrNoAddress
 	}
+	l.peers = ipc.NewPeerGuard(l.log)
 	if l.ln, err = listenEndpoint(addr); err != nil {
 		l.endLife()
 		return nil, fmt.Errorf("backend: listen on %s: %w", addr, err)
@@ -300,7 +305,7 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		delay = 0
-		if !peerAllowed(c) {
+		if _, ok := l.peers.Admit(c); !ok {
 			c.Close()
 			continue
 		}

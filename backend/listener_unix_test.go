@@ -6,8 +6,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -726,7 +728,8 @@ func TestDirectFromOtherUserRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "echo.sock")
-	l, err := Listen(context.Background(), Address(path))
+	logs := new(logBuffer)
+	l, err := Listen(context.Background(), Address(path), Logger(slog.New(slog.NewTextHandler(logs, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -746,6 +749,9 @@ func TestDirectFromOtherUserRefused(t *testing.T) {
 	}
 	if got := strings.TrimSpace(string(out)); got != "eof" {
 		t.Fatalf("connection from uid %d: helper saw %q, want it closed unserved (eof)", uid, got)
+	}
+	if s := logs.String(); !strings.Contains(s, "peer is not this user") || !strings.Contains(s, fmt.Sprintf("peer_uid=%d", uid)) {
+		t.Fatalf("the refusal was not logged with the peer's uid:\n%s", s)
 	}
 
 	// The refused connection never reached Accept: the next one it returns

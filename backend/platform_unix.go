@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"syscall"
 	"time"
 
@@ -25,16 +24,6 @@ var unmarshal = proto.Unmarshal
 func listenEndpoint(path string) (net.Listener, error) { return ipc.Listen(path) }
 
 func dialBroker(ctx context.Context, path string) (net.Conn, error) { return ipc.Dial(ctx, path) }
-
-// peerAllowed admits direct connections from this user only.
-func peerAllowed(c net.Conn) bool {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return false
-	}
-	cred, err := ipc.PeerCred(uc)
-	return err == nil && cred.UID == os.Getuid()
-}
 
 // serveControl reads the control connection with recvmsg so that every
 // descriptor stays attached to the offer it travelled with.

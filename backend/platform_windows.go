@@ -22,9 +22,6 @@ func listenEndpoint(name string) (net.Listener, error) { return ipc.ListenPipe(n
 
 func dialBroker(ctx context.Context, name string) (net.Conn, error) { return ipc.DialPipe(ctx, name) }
 
-// peerAllowed: the pipe's DACL admits only the current user.
-func peerAllowed(net.Conn) bool { return true }
-
 // serveControl reads control frames; offers are rejected because this
 // platform does not adopt handles yet.
 func (l *Listener) serveControl(c *control) error {

@@ -95,7 +95,7 @@ var ErrAlreadyRunning = ipc.ErrAlreadyRunning
 type Broker struct {
 	cfg     Config
 	log     *slog.Logger
-	uid     int
+	peers   *ipc.PeerGuard // admits peers of the broker's real uid
 	defs    *servicedef.Registry
 	orch    *handoff.Orchestrator
 	sup     *supervisor
@@ -172,7 +172,7 @@ func New(cfg Config) (*Broker, error) {
 	b := &Broker{
 		cfg:        cfg,
 		log:        cfg.Logger,
-		uid:        os.Getuid(),
+		peers:      ipc.NewPeerGuard(cfg.Logger),
 		defs:       servicedef.NewRegistry(cfg.ServicesDir, cfg.Logger),
 		orch:       handoff.NewOrchestrator(cfg.Handoff),
 		helloSlots: make(chan struct{}, cfg.MaxHelloConns),

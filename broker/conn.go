@@ -62,9 +62,9 @@ func (b *Broker) worker(c *net.UnixConn) {
 // or turned into a backend control connection.
 func (b *Broker) handleConn(c *net.UnixConn) {
 	// Peer policy before any byte is read: another user's process is closed
-	// without an answer.
-	cred, err := ipc.PeerCred(c)
-	if err != nil || cred.UID != b.uid {
+	// without an answer (and logged, rate-limited).
+	cred, ok := b.peers.Admit(c)
+	if !ok {
 		b.metrics.peerRejected.Inc()
 		c.Close()
 		return

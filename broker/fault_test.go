@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -186,7 +187,10 @@ func TestForeignUIDPeerDroppedBeforeAnyRead(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the peer must run as another uid (nobody), which only root can arrange")
 	}
-	h := newHarness(t, nil)
+	var logs syncBuffer
+	h := newHarness(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, testWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	h.define("echo", "1.0.0", "echo", "")
 	// The private directory keeps other users away from the socket
 	// altogether; open it for this test so the broker's own peer check is
@@ -212,6 +216,9 @@ func TestForeignUIDPeerDroppedBeforeAnyRead(t *testing.T) {
 	}
 	if got := counterValue(t, h.b.metrics.peerRejected); got != rejected+1 {
 		t.Fatalf("peers rejected = %d, want %d", got, rejected+1)
+	}
+	if s := logs.String(); !strings.Contains(s, "peer is not this user") || !strings.Contains(s, "peer_uid=65534") {
+		t.Fatalf("the refusal was not logged with the peer's uid:\n%s", s)
 	}
 	// Nothing was read, so nothing was answered, refused or routed.
 	text, err := h.b.metrics.text()

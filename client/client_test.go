@@ -3,19 +3,22 @@
 package client
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/portier/portier/internal/fdcount"
+	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -314,28 +317,64 @@ func TestBrokerMissing(t *testing.T) {
 		}
 	})
 	t.Run("default path from PORTIER_SOCKET", func(t *testing.T) {
-		t.Setenv("PORTIER_SOCKET", filepath.Join(dir, "env.sock"))
+		sock := filepath.Join(dir, "env.sock")
+		t.Setenv(ipc.EnvSocket, sock)
 		_, err := Dial(t.Context(), "echo")
-		if !errors.Is(err, ErrBrokerUnavailable) {
-			t.Fatalf("got %v", err)
+		if !errors.Is(err, ErrBrokerUnavailable) || !strings.Contains(err.Error(), sock) {
+			t.Fatalf("got %v, want ErrBrokerUnavailable naming %s", err, sock)
 		}
 	})
 }
 
-func TestDefaultSocketPath(t *testing.T) {
-	t.Setenv("PORTIER_SOCKET", "")
-	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1000")
-	if p, _ := defaultSocketPath(); p != "/run/user/1000/portier/broker.sock" {
-		t.Errorf("with XDG_RUNTIME_DIR: %q", p)
+// TestForeignBrokerRefused: a broker socket served by another uid than the
+// client's effective one is refused before the Hello is written.
+func TestForeignBrokerRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the fake broker as another user")
 	}
-	t.Setenv("XDG_RUNTIME_DIR", "relative/dir")
-	want := filepath.Join("/tmp", "portier-"+strconv.Itoa(os.Geteuid()), "broker.sock")
-	if p, _ := defaultSocketPath(); p != want {
-		t.Errorf("relative XDG_RUNTIME_DIR: %q, want %q", p, want)
+	fdcount.Check(t)
+	dir := shortDir(t)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
 	}
-	t.Setenv("PORTIER_SOCKET", "/x/y.sock")
-	if p, _ := defaultSocketPath(); p != "/x/y.sock" {
-		t.Errorf("with PORTIER_SOCKET: %q", p)
+	// The test binary's own directory is private to root: run a copy.
+	exe := filepath.Join(dir, "broker.test")
+	copyFile(t, testExecutable(t), exe)
+	sock := filepath.Join(dir, "broker.sock")
+	cmd := exec.Command(exe, "serve", "--socket", sock)
+	cmd.Env = append(os.Environ(), helperEnv+"=listen")
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
+		t.Fatalf("fake broker: %q, %v", line, err)
+	}
+	_, err = Dial(t.Context(), "echo", Socket(sock), EarlyData([]byte("secret request")))
+	if !errors.Is(err, ErrBrokerUnavailable) || !errors.Is(err, ipc.ErrForeignPeer) {
+		t.Fatalf("Dial to a broker of uid 65534: %v, want ErrBrokerUnavailable and ipc.ErrForeignPeer", err)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 	"google.golang.org/protobuf/proto"
@@ -112,7 +113,7 @@ func Dial(ctx context.Context, service string, opts ...Option) (*Conn, error) {
 	sock := cfg.socket
 	if sock == "" {
 		var err error
-		if sock, err = defaultSocketPath(); err != nil {
+		if sock, err = ipc.SocketPath(); err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBrokerUnavailable, err)
 		}
 	}
@@ -371,12 +372,9 @@ func (d *dialer) hello(hello *pb.Hello, frameID uint64) (*Conn, error) {
 	return newConn(uc, Reconnect, connID, pipe, neg.GetDaemonVersion(), nil), nil
 }
 
-// A process's pid and effective uid do not change (Go programs do not fork
-// without exec), and reading them per Dial cost two syscalls.
-var (
-	selfPID  = uint32(os.Getpid())
-	selfEUID = os.Geteuid()
-)
+// A process's pid does not change (Go programs do not fork without exec),
+// and reading it per Dial cost a syscall.
+var selfPID = uint32(os.Getpid())
 
 // maxRehellos bounds the fresh Hellos a dial sends after backend_pipe
 // turned out dead.
@@ -483,11 +481,12 @@ func (d *dialer) dialBroker() (*net.UnixConn, error) {
 	return d.autoStart(err)
 }
 
-// checkPeer refuses a broker socket served by another user: the default
-// path is under /tmp when $XDG_RUNTIME_DIR is unset, and the Hello and early
-// data must not go to whoever planted a socket there.
+// checkPeer refuses a broker socket served by another user than this
+// process's effective one: the default path is under /tmp when
+// $XDG_RUNTIME_DIR is unset, and the Hello and early data must not go to
+// whoever planted a socket there.
 func (d *dialer) checkPeer(uc *net.UnixConn) (*net.UnixConn, error) {
-	if err := checkBrokerPeer(uc); err != nil {
+	if _, err := ipc.CheckPeer(uc, ipc.EffectiveUID); err != nil {
 		_ = uc.Close()
 		return nil, fmt.Errorf("%w: %s: %w", ErrBrokerUnavailable, d.sock, err)
 	}

@@ -6,24 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/portier/portier/internal/ipc"
 	"io"
 	"net"
-	"os"
 	"syscall"
 	"time"
 )
-
-// defaultSocketPath is the broker's endpoint: $PORTIER_SOCKET, else
-// $XDG_RUNTIME_DIR/portier/broker.sock (an absolute XDG_RUNTIME_DIR only, as
-// the XDG spec says), else /tmp/portier-$UID/broker.sock.
-func defaultSocketPath() (string, error) {
-	if p := os.Getenv("PORTIER_SOCKET"); p != "" {
-		return p, nil
-	}
-	// The same default the broker binds (portier serve).
-	return ipc.DefaultSocketPath()
-}
 
 // dialUnix connects to the Unix socket at path before deadline.
 func dialUnix(ctx context.Context, path string, deadline time.Time) (*net.UnixConn, error) {

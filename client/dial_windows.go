@@ -15,8 +15,6 @@ import (
 // package does not dial yet.
 var errWindows = errors.New("portier: client not supported on windows yet")
 
-func defaultSocketPath() (string, error) { return "", errWindows }
-
 func dialUnix(context.Context, string, time.Time) (*net.UnixConn, error) { return nil, errWindows }
 
 func brokerMissing(error) bool { return false }

@@ -4,6 +4,7 @@ package client
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"testing"
@@ -30,7 +31,9 @@ func TestMain(m *testing.M) {
 
 // runHelper is the fake broker: `serve --socket PATH`. In mode "broker" it
 // binds PATH, answers one Hello with a Negotiated naming $helperPipeEnv (no
-// handoff) and exits. In mode "nobind" it exits at once without binding.
+// handoff) and exits. In mode "nobind" it exits at once without binding. In
+// mode "listen" it binds PATH, says "ready" on stdout and closes every
+// connection unanswered until stdin closes.
 func runHelper(mode string, args []string) int {
 	if len(args) != 3 || args[0] != "serve" || args[1] != "--socket" {
 		fmt.Fprintf(os.Stderr, "helper: unexpected arguments %q\n", args)
@@ -42,6 +45,17 @@ func runHelper(mode string, args []string) int {
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: args[2], Net: "unix"})
 	if err != nil {
 		return 3
+	}
+	if mode == "listen" {
+		fmt.Println("ready")
+		go func() { _, _ = io.Copy(io.Discard, os.Stdin); l.Close() }()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return 0
+			}
+			c.Close()
+		}
 	}
 	defer l.Close()
 	// Bounded life: a test that never connects must not leave us behind.

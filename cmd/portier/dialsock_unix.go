@@ -6,26 +6,21 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 
 	"github.com/portier/portier/internal/ipc"
 )
 
 // dialSocket connects to the broker socket and refuses one served by
-// another user (a socket planted under /tmp must not be reported as our
-// broker).
+// another user than our effective one (a socket planted under /tmp must not
+// be reported as our broker).
 func dialSocket(ctx context.Context, path string) (net.Conn, error) {
 	c, err := ipc.Dial(ctx, path)
 	if err != nil {
 		return nil, err
 	}
-	cred, err := ipc.PeerCred(c)
-	if err == nil && cred.UID != os.Geteuid() {
-		err = fmt.Errorf("%s is served by uid %d, not by you (uid %d)", path, cred.UID, os.Geteuid())
-	}
-	if err != nil {
+	if _, err := ipc.CheckPeer(c, ipc.EffectiveUID); err != nil {
 		c.Close()
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return c, nil
 }

@@ -13,13 +13,10 @@ import (
 // $XDG_RUNTIME_DIR is so long the path would not fit a socket address).
 var defaultSocketErr error
 
-// defaultSocket is $PORTIER_SOCKET, else the per-user default endpoint; ""
-// with defaultSocketErr set when there is none.
+// defaultSocket is $PORTIER_SOCKET, else the per-user default endpoint (the
+// lookup clients use too); "" with defaultSocketErr set when there is none.
 func defaultSocket() string {
-	if s := os.Getenv("PORTIER_SOCKET"); s != "" {
-		return s
-	}
-	s, err := ipc.DefaultSocketPath()
+	s, err := ipc.SocketPath()
 	if err != nil {
 		defaultSocketErr = err
 		return ""

@@ -21,6 +21,9 @@ import (
 // leakOptions: nothing on Unix runs a goroutine of its own.
 var leakOptions []goleak.Option
 
+// extraHelpers are helper roles defined by platform-specific test files.
+var extraHelpers = map[string]func() int{}
+
 // runHelper is the body of a re-executed test binary. It reports on stdout
 // and takes orders from stdin, so the parent never has to sleep.
 func runHelper(role string) int {
@@ -79,6 +82,9 @@ func runHelper(role string) int {
 		}
 		return 0
 	default:
+		if run := extraHelpers[role]; run != nil {
+			return run()
+		}
 		fmt.Println("unknown helper role", role)
 		return 2
 	}
