@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/portier/portier/internal/spawnenv"
 )
 
 // clearBrokerEnv removes the broker environment for the test (t.Setenv
@@ -12,7 +14,7 @@ import (
 // Listen reads the process environment).
 func clearBrokerEnv(t *testing.T) {
 	t.Helper()
-	for _, k := range []string{EnvService, EnvVersion, EnvBroker, EnvEndpoint, EnvSpawnSecret, EnvTraceParent} {
+	for _, k := range []string{spawnenv.Service, spawnenv.Version, spawnenv.Broker, spawnenv.Endpoint, spawnenv.SpawnSecret, spawnenv.TraceParent} {
 		t.Setenv(k, "")
 	}
 }
@@ -27,23 +29,23 @@ func TestListenWithoutAddress(t *testing.T) {
 
 func TestListenBadEnvironment(t *testing.T) {
 	good := map[string]string{
-		EnvService:     "echo",
-		EnvVersion:     "1.2.3",
-		EnvBroker:      "/nonexistent/portier/broker.sock",
-		EnvEndpoint:    "/nonexistent/portier/be.sock",
-		EnvSpawnSecret: "00112233445566778899aabbccddeeff",
+		spawnenv.Service:     "echo",
+		spawnenv.Version:     "1.2.3",
+		spawnenv.Broker:      "/nonexistent/portier/broker.sock",
+		spawnenv.Endpoint:    "/nonexistent/portier/be.sock",
+		spawnenv.SpawnSecret: "00112233445566778899aabbccddeeff",
 	}
 	for _, tc := range []struct {
 		name, key, value, mention string
 	}{
-		{"secret not hex", EnvSpawnSecret, "not-hex", EnvSpawnSecret},
-		{"secret odd length", EnvSpawnSecret, "abc", EnvSpawnSecret},
-		{"secret empty", EnvSpawnSecret, "", EnvSpawnSecret},
-		{"service uppercase", EnvService, "Echo", EnvService},
-		{"service empty", EnvService, "", EnvService},
-		{"version not semver", EnvVersion, "1.2", EnvVersion},
-		{"version empty", EnvVersion, "", EnvVersion},
-		{"endpoint empty", EnvEndpoint, "", EnvEndpoint},
+		{"secret not hex", spawnenv.SpawnSecret, "not-hex", spawnenv.SpawnSecret},
+		{"secret odd length", spawnenv.SpawnSecret, "abc", spawnenv.SpawnSecret},
+		{"secret empty", spawnenv.SpawnSecret, "", spawnenv.SpawnSecret},
+		{"service uppercase", spawnenv.Service, "Echo", spawnenv.Service},
+		{"service empty", spawnenv.Service, "", spawnenv.Service},
+		{"version not semver", spawnenv.Version, "1.2", spawnenv.Version},
+		{"version empty", spawnenv.Version, "", spawnenv.Version},
+		{"endpoint empty", spawnenv.Endpoint, "", spawnenv.Endpoint},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for k, v := range good {

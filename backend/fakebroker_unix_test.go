@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/internal/fdpass"
+	"github.com/portier/portier/internal/spawnenv"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 	"golang.org/x/sys/unix"
@@ -102,11 +103,11 @@ func newFakeBroker(t *testing.T) *fakeBroker {
 // setEnv gives this process the environment the broker gives a backend it
 // started (t.Setenv: tests using it cannot run in parallel).
 func (fb *fakeBroker) setEnv() {
-	fb.t.Setenv(EnvService, "echo")
-	fb.t.Setenv(EnvVersion, "1.2.3")
-	fb.t.Setenv(EnvBroker, fb.sock)
-	fb.t.Setenv(EnvEndpoint, fb.endpoint)
-	fb.t.Setenv(EnvSpawnSecret, hex.EncodeToString(fb.secret))
+	fb.t.Setenv(spawnenv.Service, "echo")
+	fb.t.Setenv(spawnenv.Version, "1.2.3")
+	fb.t.Setenv(spawnenv.Broker, fb.sock)
+	fb.t.Setenv(spawnenv.Endpoint, fb.endpoint)
+	fb.t.Setenv(spawnenv.SpawnSecret, hex.EncodeToString(fb.secret))
 }
 
 // ctrlPeer is the fake broker's end of one control connection.

@@ -8,16 +8,28 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/portier/portier/internal/spawnenv"
 	"golang.org/x/sys/unix"
 )
 
-// runHelper is the body of a helper process. Mode "dial" connects to the
+// runHelper is the body of a helper process. Mode "environ" reports
+// whether the spawn secret is in its environment. Mode "dial" connects to the
 // socket named by its argument and reports on stdout what the server did
 // with the connection: "eof" when it was closed, "data" when bytes arrived,
 // or the error (a timeout when the server kept it open).
 func runHelper(mode string, args []string) int {
+	if mode == "environ" {
+		// Report whether the spawn secret reached this child, by name or
+		// by value (args[0], hex) under any name.
+		_, named := os.LookupEnv(spawnenv.SpawnSecret)
+		valued := len(args) == 1 && slices.ContainsFunc(os.Environ(), func(kv string) bool { return strings.Contains(kv, args[0]) })
+		fmt.Printf("named=%v valued=%v\n", named, valued)
+		return 0
+	}
 	if mode != "dial" || len(args) != 1 {
 		fmt.Fprintf(os.Stderr, "backend test helper: unknown mode %q or arguments %q\n", mode, args)
 		return 2

@@ -3,7 +3,6 @@ package backend
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/internal/ipc"
+	"github.com/portier/portier/internal/spawnenv"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -100,43 +100,12 @@ func OrphanTimeout(d time.Duration) Option { return func(o *options) { o.orphanT
 // 5 s, also bounded by Listen's context).
 func RegisterTimeout(d time.Duration) Option { return func(o *options) { o.registerTimeout = d } }
 
-// brokerEnv is what the broker told this process through its environment.
-type brokerEnv struct {
-	service, version, broker, endpoint string
-	secret                             []byte
-}
-
-func readEnv() (*brokerEnv, error) {
-	e := &brokerEnv{
-		service:  os.Getenv(EnvService),
-		version:  os.Getenv(EnvVersion),
-		broker:   os.Getenv(EnvBroker),
-		endpoint: os.Getenv(EnvEndpoint),
-	}
-	if e.broker == "" {
-		return nil, nil
-	}
-	secret, err := hex.DecodeString(os.Getenv(EnvSpawnSecret))
-	switch {
-	case err != nil || len(secret) == 0:
-		return nil, fmt.Errorf("%w: %s must be hex", ErrBadEnvironment, EnvSpawnSecret)
-	case !wire.ValidServiceName(e.service):
-		return nil, fmt.Errorf("%w: %s=%q is not a service name", ErrBadEnvironment, EnvService, e.service)
-	case !wire.ValidVersion(e.version):
-		return nil, fmt.Errorf("%w: %s=%q is not a version", ErrBadEnvironment, EnvVersion, e.version)
-	case e.endpoint == "":
-		return nil, fmt.Errorf("%w: %s is empty", ErrBadEnvironment, EnvEndpoint)
-	}
-	e.secret = secret
-	return e, nil
-}
-
 // Listener yields handed-off and direct connections alike. It implements
 // net.Listener.
 type Listener struct {
 	opts options
 	log  *slog.Logger
-	env  *brokerEnv // nil when standalone
+	env  *spawnenv.Env // what the broker told this process; nil when standalone
 	// peers admits direct connections from this process's real user only
 	// (logging refusals, rate-limited).
 	peers *ipc.PeerGuard
@@ -162,6 +131,11 @@ type Listener struct {
 // Listen starts a backend listener. Under a broker it returns once the broker
 // accepted the registration (bounded by ctx and RegisterTimeout); standalone
 // it returns once the Address endpoint is bound.
+//
+// Under a broker, Listen removes PORTIER_SPAWN_SECRET from the process
+// environment as it reads it, so that programs the backend starts do not
+// inherit the secret; the listener keeps its own copy for re-registrations.
+// A process the broker started therefore calls Listen once.
 func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 	o := options{logger: slog.Default(), queue: DefaultQueueSize, handoff: handoffSupported, registerTimeout: DefaultRegisterTimeout, orphanTimeout: DefaultOrphanTimeout}
 	for _, opt := range opts {
@@ -173,9 +147,11 @@ func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 	if o.orphanTimeout <= 0 {
 		o.orphanTimeout = DefaultOrphanTimeout
 	}
-	env, err := readEnv()
+	// The spawn secret leaves the environment here, valid or not, so that
+	// programs this backend starts do not inherit it.
+	env, err := spawnenv.FromProcess()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrBadEnvironment, err)
 	}
 	l := &Listener{
 		opts:     o,
@@ -189,8 +165,8 @@ func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 	l.life, l.endLife = context.WithCancel(context.Background())
 	addr := o.address
 	if env != nil {
-		addr = env.endpoint
-		l.log = l.log.With("service", env.service, "version", env.version)
+		addr = env.Endpoint
+		l.log = l.log.With("service", env.Service, "version", env.Version)
 	}
 	if addr == "" {
 		l.endLife()
@@ -382,9 +358,9 @@ func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail 
 
 // register dials the broker and registers this backend.
 func (l *Listener) register(ctx context.Context) (*control, error) {
-	conn, err := dialBroker(ctx, l.env.broker)
+	conn, err := dialBroker(ctx, l.env.Broker)
 	if err != nil {
-		return nil, fmt.Errorf("backend: dial broker %s: %w", l.env.broker, err)
+		return nil, fmt.Errorf("backend: dial broker %s: %w", l.env.Broker, err)
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
@@ -397,11 +373,11 @@ func (l *Listener) register(ctx context.Context) (*control, error) {
 	defer stopWatch()
 	c := &control{conn: conn}
 	reg := &pb.Register{
-		ServiceName:    l.env.service,
-		Version:        l.env.version,
+		ServiceName:    l.env.Service,
+		Version:        l.env.Version,
 		Pid:            uint32(os.Getpid()),
-		Endpoint:       l.env.endpoint,
-		SpawnSecret:    l.env.secret,
+		Endpoint:       l.env.Endpoint,
+		SpawnSecret:    l.env.Secret,
 		HandoffCapable: l.opts.handoff,
 	}
 	f, err := wire.NewRequest(wire.ProtocolBackendControl, 1, &pb.BackendControl{Msg: &pb.BackendControl_Register{Register: reg}})
@@ -437,7 +413,7 @@ func (l *Listener) register(ctx context.Context) (*control, error) {
 		return nil, fmt.Errorf("backend: register with broker: %w", context.Cause(ctx))
 	}
 	_ = conn.SetDeadline(time.Time{})
-	l.log.Debug("registered with broker", "broker", l.env.broker, "handoff", l.opts.handoff)
+	l.log.Debug("registered with broker", "broker", l.env.Broker, "handoff", l.opts.handoff)
 	return c, nil
 }
 
@@ -539,8 +515,8 @@ func (l *Listener) checkOffer(f *pb.Frame) (*pb.HandoffOffer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if subtle.ConstantTimeCompare([]byte(o.GetServiceName()), []byte(l.env.service)) != 1 {
-		return o, fmt.Errorf("offer for service %q reached the backend of %q", o.GetServiceName(), l.env.service)
+	if subtle.ConstantTimeCompare([]byte(o.GetServiceName()), []byte(l.env.Service)) != 1 {
+		return o, fmt.Errorf("offer for service %q reached the backend of %q", o.GetServiceName(), l.env.Service)
 	}
 	if d := f.GetDeadlineUnixMs(); d != 0 && uint64(time.Now().UnixMilli()) > d {
 		// The client may have given up waiting and replayed its bytes on
@@ -574,5 +550,5 @@ func (l *Listener) String() string {
 	if l.env == nil {
 		return "backend(standalone " + l.ln.Addr().String() + ")"
 	}
-	return "backend(" + l.env.service + "@" + l.env.version + " pid " + strconv.Itoa(os.Getpid()) + ")"
+	return "backend(" + l.env.Service + "@" + l.env.Version + " pid " + strconv.Itoa(os.Getpid()) + ")"
 }

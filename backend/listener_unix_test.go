@@ -5,6 +5,7 @@ package backend
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/internal/fdcount"
+	"github.com/portier/portier/internal/spawnenv"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 	"go.uber.org/goleak"
@@ -349,6 +351,36 @@ func TestQuiesce(t *testing.T) {
 	goleak.VerifyNone(t)
 }
 
+// TestSpawnSecretNotInherited: once Listen has read the spawn secret it is
+// gone from the process environment, so a program the backend starts (a
+// real child process here) does not inherit it.
+func TestSpawnSecretNotInherited(t *testing.T) {
+	fdcount.Check(t)
+	fb := newFakeBroker(t)
+	fb.setEnv()
+	if _, ok := os.LookupEnv(spawnenv.SpawnSecret); !ok {
+		t.Fatal("the fake broker's environment lacks the secret")
+	}
+	l, p := listenUnder(t, fb)
+	if v, ok := os.LookupEnv(spawnenv.SpawnSecret); ok {
+		t.Fatalf("after Listen, %s is still set (%q)", spawnenv.SpawnSecret, v)
+	}
+	cmd := exec.Command(os.Args[0], hex.EncodeToString(fb.secret))
+	cmd.Env = append(os.Environ(), helperEnv+"=environ")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	if got := strings.TrimSpace(string(out)); got != "named=false valued=false" {
+		t.Fatalf("child of the backend: %s, want the secret neither by name nor by value", got)
+	}
+	// The listener keeps its own copy for re-registrations
+	// (TestReRegisterAfterControlDrop: the broker checks the secret).
+	l.Close()
+	p.expectUnregister()
+}
+
 // TestReRegisterAfterControlDrop: when the broker's end of the control
 // connection goes away (a broker restart), the listener keeps serving direct
 // connections and registers again, and offers on the new connection work.
@@ -406,8 +438,8 @@ func TestReRegisterRefused(t *testing.T) {
 func TestCloseRightAfterListen(t *testing.T) {
 	fdcount.Check(t)
 	fb := newFakeBroker(t)
-	fb.setEnv()
 	for range 10 {
+		fb.setEnv() // each Listen takes the spawn secret out of the environment
 		l, p := listenUnder(t, fb)
 		closed := make(chan error, 1)
 		go func() { closed <- l.Close() }()

@@ -19,6 +19,7 @@ import (
 	"github.com/portier/portier/backend"
 	"github.com/portier/portier/internal/fdpass"
 	"github.com/portier/portier/internal/ipc"
+	"github.com/portier/portier/internal/spawnenv"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 	"google.golang.org/protobuf/proto"
@@ -65,13 +66,13 @@ type spawnEnv struct {
 
 func readSpawnEnv() (spawnEnv, error) {
 	e := spawnEnv{
-		service:  os.Getenv(backend.EnvService),
-		version:  os.Getenv(backend.EnvVersion),
-		broker:   os.Getenv(backend.EnvBroker),
-		endpoint: os.Getenv(backend.EnvEndpoint),
+		service:  os.Getenv(spawnenv.Service),
+		version:  os.Getenv(spawnenv.Version),
+		broker:   os.Getenv(spawnenv.Broker),
+		endpoint: os.Getenv(spawnenv.Endpoint),
 	}
 	var err error
-	e.secret, err = hex.DecodeString(os.Getenv(backend.EnvSpawnSecret))
+	e.secret, err = hex.DecodeString(os.Getenv(spawnenv.SpawnSecret))
 	if err != nil || e.broker == "" || e.endpoint == "" {
 		return e, fmt.Errorf("incomplete broker environment (secret error %v)", err)
 	}
@@ -293,7 +294,7 @@ func runListenFDs(ctx context.Context) int {
 	if got := os.Getenv("LISTEN_FDS"); got != "1" {
 		problems = append(problems, fmt.Sprintf("LISTEN_FDS=%q, want 1", got))
 	}
-	if got, want := os.Getenv("LISTEN_FDNAMES"), os.Getenv(backend.EnvService); got != want || got == "" {
+	if got, want := os.Getenv("LISTEN_FDNAMES"), os.Getenv(spawnenv.Service); got != want || got == "" {
 		problems = append(problems, fmt.Sprintf("LISTEN_FDNAMES=%q, want %q", got, want))
 	}
 	f := os.NewFile(3, "listen-fd")

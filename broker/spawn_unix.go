@@ -4,7 +4,6 @@ package broker
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,10 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 
-	"github.com/portier/portier/backend"
+	"github.com/portier/portier/internal/spawnenv"
 )
 
 // start execs p's command in its own process group with the portier
@@ -38,26 +36,19 @@ func (s *supervisor) start(p *proc, secret []byte, traceparent string) (*exec.Cm
 	}
 	defer out.Close()
 
-	env := make([]string, 0, len(os.Environ())+len(def.Env)+8)
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "PORTIER_") || strings.HasPrefix(kv, "LISTEN_") || strings.HasPrefix(kv, backend.EnvTraceParent+"=") {
-			continue
-		}
-		env = append(env, kv)
-	}
+	// The definition's env cannot override the contract: later entries win.
+	env := spawnenv.Strip(os.Environ())
 	for k, v := range def.Env {
 		env = append(env, k+"="+v)
 	}
-	env = append(env,
-		backend.EnvService+"="+def.Name,
-		backend.EnvVersion+"="+def.Version,
-		backend.EnvBroker+"="+s.b.cfg.Socket,
-		backend.EnvEndpoint+"="+p.endpoint,
-		backend.EnvSpawnSecret+"="+hex.EncodeToString(secret),
-	)
-	if traceparent != "" {
-		env = append(env, backend.EnvTraceParent+"="+traceparent)
-	}
+	env = append(env, (&spawnenv.Env{
+		Service:     def.Name,
+		Version:     def.Version,
+		Broker:      s.b.cfg.Socket,
+		Endpoint:    p.endpoint,
+		Secret:      secret,
+		TraceParent: traceparent,
+	}).Vars()...)
 
 	cmd := exec.Command(def.Command[0], def.Command[1:]...)
 	if p.listenFDs {
