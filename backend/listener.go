@@ -46,7 +46,7 @@ var (
 // RegistrationError is the broker's refusal of a registration, for example
 // because this process is not the one the broker started.
 type RegistrationError struct {
-	Code   pb.ErrorCode
+	Code   wire.ErrorCode
 	Reason string
 }
 
@@ -405,7 +405,7 @@ func (l *Listener) register(ctx context.Context) (*control, error) {
 	}
 	if !rr.GetAccepted() {
 		conn.Close()
-		return nil, &RegistrationError{Code: rr.GetCode(), Reason: rr.GetReason()}
+		return nil, &RegistrationError{Code: wire.ErrorCode(rr.GetCode()), Reason: rr.GetReason()}
 	}
 	if !stopWatch() {
 		// Canceled just now: the watch may still expire the deadline.

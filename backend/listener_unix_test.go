@@ -560,7 +560,7 @@ func TestRegistrationRefused(t *testing.T) {
 		t.Fatalf("Listen: %v, want ErrRegistrationRefused", err)
 	}
 	var re *RegistrationError
-	if !errors.As(err, &re) || re.Code != pb.ErrorCode_ERROR_PEER_REJECTED || re.Reason != "wrong spawn secret" {
+	if !errors.As(err, &re) || re.Code != wire.CodePeerRejected || re.Reason != "wrong spawn secret" {
 		t.Fatalf("Listen: %#v, want *RegistrationError with the broker's code and reason", err)
 	}
 	if !strings.Contains(err.Error(), "wrong spawn secret") {

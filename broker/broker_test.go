@@ -12,7 +12,7 @@ import (
 
 	"github.com/portier/portier/client"
 	"github.com/portier/portier/internal/fdcount"
-	pb "github.com/portier/portier/wire/portierv1"
+	"github.com/portier/portier/wire"
 )
 
 func TestHandoffServesOnTheHelloSocket(t *testing.T) {
@@ -179,7 +179,7 @@ func TestRefusals(t *testing.T) {
 				t.Fatalf("start %d: err = %v, want ErrSpawnFailed", i, err)
 			}
 			re := refusalCode(t, err)
-			if re.Code != pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
+			if re.Code != wire.CodeBackendSpawnFailed {
 				t.Fatalf("code = %v", re.Code)
 			}
 			if !strings.Contains(re.Details["stderr_tail"], "fatal: the database file is locked") {

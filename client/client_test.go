@@ -259,7 +259,7 @@ func TestRefusals(t *testing.T) {
 			if !errors.As(err, &re) {
 				t.Fatalf("error %v (%T) is not a *RefusedError", err, err)
 			}
-			if re.Code != tc.code || re.Reason != "because" || re.RetryAfter != 1500*time.Millisecond ||
+			if re.Code != wire.ErrorCode(tc.code) || re.Reason != "because" || re.RetryAfter != 1500*time.Millisecond ||
 				re.Details["field"] != "service_name" {
 				t.Fatalf("refusal %+v", re)
 			}
@@ -638,7 +638,7 @@ func TestRouteString(t *testing.T) {
 }
 
 func TestRefusedErrorMessage(t *testing.T) {
-	e := &RefusedError{Code: pb.ErrorCode_ERROR_RATE_LIMITED, Reason: "slow down", RetryAfter: 2 * time.Second}
+	e := &RefusedError{Code: wire.CodeRateLimited, Reason: "slow down", RetryAfter: 2 * time.Second}
 	if got, want := e.Error(), "portier: broker refused: RATE_LIMITED: slow down (retry after 2s)"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
 
@@ -44,7 +45,7 @@ var (
 // against the sentinel of its Code (ErrServiceUnknown, ErrVersionBlocked, ...).
 type RefusedError struct {
 	// Code is the stable refusal code.
-	Code pb.ErrorCode
+	Code wire.ErrorCode
 	// Reason is the broker's human-readable explanation.
 	Reason string
 	// RetryAfter is how long to wait before retrying; 0 means retrying will
@@ -74,32 +75,35 @@ func (e *RefusedError) Is(target error) bool {
 	return s != nil && s == target
 }
 
-func codeSentinel(c pb.ErrorCode) error {
+// codeSentinel maps each refusal code to its sentinel.
+// TestEveryRefusalCodeHasASentinel fails when a code of the protocol's enum
+// is missing here.
+func codeSentinel(c wire.ErrorCode) error {
 	switch c {
-	case pb.ErrorCode_ERROR_VERSION_UNSUPPORTED:
+	case wire.CodeVersionUnsupported:
 		return ErrVersionUnsupported
-	case pb.ErrorCode_ERROR_SERVICE_UNKNOWN:
+	case wire.CodeServiceUnknown:
 		return ErrServiceUnknown
-	case pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED:
+	case wire.CodeBackendSpawnFailed:
 		return ErrSpawnFailed
-	case pb.ErrorCode_ERROR_RATE_LIMITED:
+	case wire.CodeRateLimited:
 		return ErrRateLimited
-	case pb.ErrorCode_ERROR_SHUTTING_DOWN:
+	case wire.CodeShuttingDown:
 		return ErrShuttingDown
-	case pb.ErrorCode_ERROR_PEER_REJECTED:
+	case wire.CodePeerRejected:
 		return ErrPeerRejected
-	case pb.ErrorCode_ERROR_INTERNAL:
+	case wire.CodeInternal:
 		return ErrInternal
-	case pb.ErrorCode_ERROR_VERSION_BLOCKED:
+	case wire.CodeVersionBlocked:
 		return ErrVersionBlocked
-	case pb.ErrorCode_ERROR_FD_PRESSURE:
+	case wire.CodeFDPressure:
 		return ErrFDPressure
 	}
 	return nil
 }
 
 func refusedError(r *pb.Refused) *RefusedError {
-	e := &RefusedError{Code: r.GetCode(), Reason: r.GetReason(), Details: r.GetDetails()}
+	e := &RefusedError{Code: wire.ErrorCode(r.GetCode()), Reason: r.GetReason(), Details: r.GetDetails()}
 	if ms := r.GetRetryAfterMs(); ms > 0 {
 		// Cap the conversion so a hostile value cannot overflow Duration.
 		e.RetryAfter = time.Duration(min(ms, uint64(24*time.Hour/time.Millisecond))) * time.Millisecond
