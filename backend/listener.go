@@ -421,11 +421,7 @@ func decodeControl(f *pb.Frame) (*pb.BackendControl, error) {
 	if f.GetPayloadProtocol() != wire.ProtocolBackendControl {
 		return nil, fmt.Errorf("frame of payload protocol 0x%04x, want 0x%04x", f.GetPayloadProtocol(), wire.ProtocolBackendControl)
 	}
-	m := new(pb.BackendControl)
-	if err := unmarshal(f.GetPayload(), m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return wire.DecodeBackendControl(f.GetPayload())
 }
 
 // controlLoop serves the control connection and re-registers with a

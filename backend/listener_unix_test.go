@@ -492,8 +492,8 @@ func TestCloseDuringReRegistration(t *testing.T) {
 	}
 	// The connection registered during Close is not kept open.
 	if f, err := p2.read(); err == nil {
-		m := new(pb.BackendControl)
-		if f.GetPayloadProtocol() != wire.ProtocolBackendControl || unmarshal(f.GetPayload(), m) != nil || m.GetUnregister() == nil {
+		m, err := wire.DecodeBackendControl(f.GetPayload())
+		if f.GetPayloadProtocol() != wire.ProtocolBackendControl || err != nil || m.GetUnregister() == nil {
 			t.Fatalf("got %v on the control connection, want Unregister or EOF", f)
 		}
 		p2.expectEOF()
@@ -679,8 +679,8 @@ func TestNoHandoffOption(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &ctrlPeer{t: t, conn: c, regFrame: f}
-	m := new(pb.BackendControl)
-	if err := unmarshal(f.GetPayload(), m); err != nil || m.GetRegister() == nil {
+	m, err := wire.DecodeBackendControl(f.GetPayload())
+	if err != nil || m.GetRegister() == nil {
 		t.Fatalf("first frame %v (%v), want Register", m, err)
 	}
 	if m.GetRegister().GetHandoffCapable() {

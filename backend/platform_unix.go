@@ -14,12 +14,9 @@ import (
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 )
 
 const handoffSupported = true
-
-var unmarshal = proto.Unmarshal
 
 func listenEndpoint(path string) (net.Listener, error) { return ipc.Listen(path) }
 

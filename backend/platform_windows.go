@@ -8,15 +8,12 @@ import (
 
 	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/wire"
-	"google.golang.org/protobuf/proto"
 )
 
 // Handed-off named-pipe handles are not adopted on Windows yet: the backend
 // registers without the capability and every client takes the reconnect
 // route to the backend's own pipe.
 const handoffSupported = false
-
-var unmarshal = proto.Unmarshal
 
 func listenEndpoint(name string) (net.Listener, error) { return ipc.ListenPipe(name) }
 

@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"errors"
 	"net"
 	"os"
 	"sort"
@@ -10,17 +11,19 @@ import (
 
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
-	"google.golang.org/protobuf/proto"
 )
 
 // serveAdmin answers one admin request (status or metrics) and closes.
 func (b *Broker) serveAdmin(c net.Conn, f *pb.Frame) {
 	defer c.Close()
-	req := new(pb.AdminRequest)
 	resp := new(pb.AdminResponse)
-	switch err := proto.Unmarshal(f.GetPayload(), req); {
+	req, err := wire.DecodeAdminRequest(f.GetPayload())
+	var v *wire.Violation
+	switch {
+	case errors.As(err, &v):
+		resp.Result = &pb.AdminResponse_Refused{Refused: v.Refused()}
 	case err != nil:
-		resp.Result = &pb.AdminResponse_Refused{Refused: wire.NewRefused(pb.ErrorCode_ERROR_PEER_REJECTED, "malformed admin request: "+err.Error(), 0, nil)}
+		resp.Result = &pb.AdminResponse_Refused{Refused: wire.NewRefused(pb.ErrorCode_ERROR_INTERNAL, err.Error(), 0, nil)}
 	case req.GetStatus() != nil:
 		resp.Result = &pb.AdminResponse_Status{Status: b.status()}
 	case req.GetMetrics() != nil:
@@ -30,8 +33,8 @@ func (b *Broker) serveAdmin(c net.Conn, f *pb.Frame) {
 		} else {
 			resp.Result = &pb.AdminResponse_MetricsText{MetricsText: text}
 		}
-	default:
-		resp.Result = &pb.AdminResponse_Refused{Refused: wire.NewRefused(pb.ErrorCode_ERROR_PEER_REJECTED, "unknown admin verb", 0, nil)}
+	default: // a verb DecodeAdminRequest knows and this switch does not
+		resp.Result = &pb.AdminResponse_Refused{Refused: wire.NewRefused(pb.ErrorCode_ERROR_INTERNAL, "admin verb not served", 0, nil)}
 	}
 	out, err := wire.NewResponse(f, wire.ProtocolAdmin, resp)
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/portier/portier/internal/fdpass"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
-	"google.golang.org/protobuf/proto"
 )
 
 // controlConn is a verified backend's persistent control connection: offers
@@ -110,8 +109,7 @@ func (c *controlConn) readLoop() {
 				c.log.Debug("handoff ack not applied", "conn", ack.GetCorrelationId(), "err", err)
 			}
 		case wire.ProtocolBackendControl:
-			m := new(pb.BackendControl)
-			if proto.Unmarshal(f.GetPayload(), m) == nil && m.GetUnregister() != nil {
+			if m, err := wire.DecodeBackendControl(f.GetPayload()); err == nil && m.GetUnregister() != nil {
 				// The backend closed its listener on purpose: route new
 				// clients to a fresh process.
 				c.proc.quiesced.Store(true)

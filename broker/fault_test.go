@@ -233,6 +233,22 @@ func TestForeignUIDPeerDroppedBeforeAnyRead(t *testing.T) {
 	}
 }
 
+// TestMalformedRegistrationRefused: a Register that breaks a wire rule is
+// refused by its decoder, with the rule's field, before any identity check.
+func TestMalformedRegistrationRefused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, nil)
+	ctrl, rr, err := registerByHand(h.sock, &pb.Register{ServiceName: "Not A Name", Version: "1.0.0", Pid: 1,
+		Endpoint: "/x.sock", SpawnSecret: []byte("s"), HandoffCapable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrl.Close()
+	if rr.GetAccepted() || rr.GetCode() != pb.ErrorCode_ERROR_PEER_REJECTED || !strings.Contains(rr.GetReason(), "service_name") {
+		t.Fatalf("answered accepted=%t code=%s (%s); want PEER_REJECTED naming service_name", rr.GetAccepted(), rr.GetCode(), rr.GetReason())
+	}
+}
+
 func TestForgedRegistrationRefusedAndNeverOffered(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, nil)

@@ -104,12 +104,12 @@ func registerByHand(sock string, reg *pb.Register) (*net.UnixConn, *pb.RegisterR
 	if err == nil {
 		rf, err = wire.ReadFrame(c, wire.MaxBody)
 	}
-	m := new(pb.BackendControl)
+	var m *pb.BackendControl
 	if err == nil && rf.GetPayloadProtocol() != wire.ProtocolBackendControl {
 		err = fmt.Errorf("reply of payload protocol 0x%04x", rf.GetPayloadProtocol())
 	}
 	if err == nil {
-		err = proto.Unmarshal(rf.GetPayload(), m)
+		m, err = wire.DecodeBackendControl(rf.GetPayload())
 	}
 	if err == nil && m.GetRegisterReply() == nil {
 		err = fmt.Errorf("reply is %T, not a RegisterReply", m.GetMsg())

@@ -23,7 +23,6 @@ import (
 	"github.com/portier/portier/servicedef"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
-	"google.golang.org/protobuf/proto"
 )
 
 // procKey identifies a backend build: a service at the version its
@@ -363,8 +362,12 @@ func (s *supervisor) forget(p *proc) {
 // control connection until it closes.
 func (s *supervisor) serveControl(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 	defer c.Close()
-	msg := new(pb.BackendControl)
-	if err := proto.Unmarshal(f.GetPayload(), msg); err != nil || msg.GetRegister() == nil {
+	msg, err := wire.DecodeBackendControl(f.GetPayload())
+	if err != nil {
+		s.replyRegister(c, f, err)
+		return
+	}
+	if msg.GetRegister() == nil {
 		s.replyRegister(c, f, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: "the first control message must be a Register"})
 		return
 	}
@@ -481,8 +484,11 @@ func (s *supervisor) replyRegister(c net.Conn, req *pb.Frame, err error) error {
 	rr := &pb.RegisterReply{Accepted: err == nil}
 	if err != nil {
 		var rf *refusal
+		var v *wire.Violation
 		if errors.As(err, &rf) {
 			rr.Code, rr.Reason = rf.code, rf.reason
+		} else if errors.As(err, &v) {
+			rr.Code, rr.Reason = v.Code, v.Reason
 		} else {
 			rr.Code, rr.Reason = pb.ErrorCode_ERROR_INTERNAL, err.Error()
 		}

@@ -425,8 +425,8 @@ func parseReply(f *pb.Frame, frameID uint64) (*pb.Negotiated, error) {
 		return nil, &ProtocolError{Op: "read hello reply", Err: fmt.Errorf(
 			"got a %s frame of payload protocol 0x%04x, want a control RESPONSE", f.GetKind(), f.GetPayloadProtocol())}
 	}
-	reply := new(pb.HelloReply)
-	if err := proto.Unmarshal(f.GetPayload(), reply); err != nil {
+	reply, err := wire.DecodeHelloReply(f.GetPayload())
+	if err != nil {
 		return nil, &ProtocolError{Op: "decode hello reply", Err: err}
 	}
 	id := f.GetRequestId()
@@ -446,7 +446,7 @@ func parseReply(f *pb.Frame, frameID uint64) (*pb.Negotiated, error) {
 		}
 		return r.Negotiated, nil
 	}
-	return nil, &ProtocolError{Op: "decode hello reply", Err: errors.New("HelloReply carries neither Negotiated nor Refused")}
+	return nil, &ProtocolError{Op: "decode hello reply", Err: fmt.Errorf("unexpected HelloReply result %T", reply.GetResult())}
 }
 
 // readyMatches reports whether f is the handoff-ready event for this

@@ -348,7 +348,7 @@ func quoteBytes(b []byte) string {
 // (-update rewrites them). The fuzz engine itself runs every seed as a
 // subtest of its target on each plain `go test`.
 func TestFuzzSeedCorpus(t *testing.T) {
-	for _, s := range fuzzSeeds() {
+	for _, s := range slices.Concat(fuzzSeeds(), decodeFuzzSeeds()) {
 		path := filepath.Join("testdata", "fuzz", s.target, s.name)
 		want := marshalSeed(s.args)
 		if *update {

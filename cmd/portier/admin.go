@@ -10,7 +10,6 @@ import (
 
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
-	"google.golang.org/protobuf/proto"
 )
 
 func init() {
@@ -40,16 +39,15 @@ func adminCall(socket string, req *pb.AdminRequest) (*pb.AdminResponse, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read admin reply: %w", err)
 	}
-	resp := new(pb.AdminResponse)
 	if rf.GetPayloadProtocol() != wire.ProtocolAdmin {
 		// An old or foreign broker answers with a HelloReply refusal.
-		hr := new(pb.HelloReply)
-		if proto.Unmarshal(rf.GetPayload(), hr) == nil && hr.GetRefused() != nil {
+		if hr, err := wire.DecodeHelloReply(rf.GetPayload()); err == nil && hr.GetRefused() != nil {
 			return nil, fmt.Errorf("broker refused: %s", hr.GetRefused().GetReason())
 		}
 		return nil, errors.New("unexpected admin reply")
 	}
-	if err := proto.Unmarshal(rf.GetPayload(), resp); err != nil {
+	resp, err := wire.DecodeAdminResponse(rf.GetPayload())
+	if err != nil {
 		return nil, err
 	}
 	if r := resp.GetRefused(); r != nil {

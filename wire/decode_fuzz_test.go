@@ -1,0 +1,175 @@
+package wire_test
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
+)
+
+// checkDecoded is what every decoder promises: a refusal is a PEER_REJECTED
+// *Violation with no message; an accepted message re-encodes to bytes the
+// decoder accepts again, decoding equal.
+func checkDecoded[M proto.Message](t *testing.T, decode func([]byte) (M, error), m M, err error) bool {
+	t.Helper()
+	if err != nil {
+		if proto.Message(m) != nil && m.ProtoReflect().IsValid() {
+			t.Fatalf("message %v returned with %v", m, err)
+		}
+		checkRefusal(t, asViolation(t, err).Refused(), pb.ErrorCode_ERROR_PEER_REJECTED)
+		return false
+	}
+	enc, err := wire.Marshal(m)
+	if err != nil {
+		t.Fatalf("accepted message cannot be re-encoded: %v", err)
+	}
+	back, err := decode(enc)
+	if err != nil || !proto.Equal(m, back) {
+		t.Fatalf("re-encoded message: %v, %v; want %v", back, err, m)
+	}
+	return true
+}
+
+// FuzzDecodeBackendControl: an accepted control message carries exactly one
+// message, and an accepted Register has fields a broker can check.
+func FuzzDecodeBackendControl(f *testing.F) {
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m, err := wire.DecodeBackendControl(payload)
+		if !checkDecoded(t, wire.DecodeBackendControl, m, err) {
+			return
+		}
+		if m.GetMsg() == nil {
+			t.Fatalf("accepted a control message without a message: %v", m)
+		}
+		if r := m.GetRegister(); r != nil {
+			if !wire.ValidServiceName(r.GetServiceName()) || !wire.ValidVersion(r.GetVersion()) ||
+				r.GetEndpoint() == "" || len(r.GetEndpoint()) > wire.MaxEndpoint ||
+				len(r.GetSpawnSecret()) == 0 || len(r.GetSpawnSecret()) > wire.MaxSpawnSecret {
+				t.Fatalf("accepted an invalid Register: %v", r)
+			}
+		}
+	})
+}
+
+// FuzzDecodeAdminRequest: an accepted admin request names a known verb.
+func FuzzDecodeAdminRequest(f *testing.F) {
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m, err := wire.DecodeAdminRequest(payload)
+		if checkDecoded(t, wire.DecodeAdminRequest, m, err) && m.GetStatus() == nil && m.GetMetrics() == nil {
+			t.Fatalf("accepted an admin request without a known verb: %v", m)
+		}
+	})
+}
+
+// FuzzDecodeAdminResponse: an accepted admin response carries a result.
+func FuzzDecodeAdminResponse(f *testing.F) {
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m, err := wire.DecodeAdminResponse(payload)
+		if checkDecoded(t, wire.DecodeAdminResponse, m, err) && m.GetResult() == nil {
+			t.Fatalf("accepted an admin response without a result: %v", m)
+		}
+	})
+}
+
+// FuzzDecodeHelloReply: an accepted HelloReply carries Negotiated or
+// Refused.
+func FuzzDecodeHelloReply(f *testing.F) {
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m, err := wire.DecodeHelloReply(payload)
+		if checkDecoded(t, wire.DecodeHelloReply, m, err) && m.GetNegotiated() == nil && m.GetRefused() == nil {
+			t.Fatalf("accepted a HelloReply without a result: %v", m)
+		}
+	})
+}
+
+// decodeFuzzSeeds are the committed seeds of the targets above: every
+// sample of their message, and one input per rule.
+func decodeFuzzSeeds() []fuzzSeed {
+	var seeds []fuzzSeed
+	add := func(target, name string, payload []byte) {
+		seeds = append(seeds, fuzzSeed{target, "seed-" + name, []any{payload}})
+	}
+	for _, s := range samples() {
+		var target string
+		switch s.msg.(type) {
+		case *pb.BackendControl:
+			target = "FuzzDecodeBackendControl"
+		case *pb.AdminRequest:
+			target = "FuzzDecodeAdminRequest"
+		case *pb.AdminResponse:
+			target = "FuzzDecodeAdminResponse"
+		case *pb.HelloReply:
+			target = "FuzzDecodeHelloReply"
+		default:
+			continue
+		}
+		add(target, s.name, s.frame.GetPayload())
+	}
+	register := func(mod func(r *pb.Register)) []byte {
+		m := proto.Clone(sampleNamed("backend_register").msg).(*pb.BackendControl)
+		mod(m.GetRegister())
+		return must(wire.Marshal(m))
+	}
+	add("FuzzDecodeBackendControl", "empty", []byte{})
+	add("FuzzDecodeBackendControl", "malformed", sampleNamed("backend_register").frame.GetPayload()[:7])
+	add("FuzzDecodeBackendControl", "bad-service", register(func(r *pb.Register) { r.ServiceName = "Echo" }))
+	add("FuzzDecodeBackendControl", "bad-version", register(func(r *pb.Register) { r.Version = "1.2" }))
+	add("FuzzDecodeBackendControl", "no-endpoint", register(func(r *pb.Register) { r.Endpoint = "" }))
+	add("FuzzDecodeBackendControl", "long-endpoint", register(func(r *pb.Register) { r.Endpoint = strings.Repeat("e", wire.MaxEndpoint+1) }))
+	add("FuzzDecodeBackendControl", "no-secret", register(func(r *pb.Register) { r.SpawnSecret = nil }))
+	add("FuzzDecodeBackendControl", "long-secret", register(func(r *pb.Register) { r.SpawnSecret = make([]byte, wire.MaxSpawnSecret+1) }))
+	add("FuzzDecodeAdminRequest", "empty", []byte{})
+	add("FuzzDecodeAdminRequest", "unknown-verb", []byte{0x1a, 0x00})
+	add("FuzzDecodeAdminRequest", "malformed", []byte{0x0a, 0x05})
+	add("FuzzDecodeAdminResponse", "empty", []byte{})
+	add("FuzzDecodeAdminResponse", "malformed", sampleNamed("admin_response_status").frame.GetPayload()[:9])
+	add("FuzzDecodeHelloReply", "empty", []byte{})
+	add("FuzzDecodeHelloReply", "malformed", sampleNamed("hello_reply_negotiated").frame.GetPayload()[:11])
+	add("FuzzDecodeHelloReply", "invalid-utf8", []byte{0x12, 0x03, 0x0a, 0x01, 0xff})
+	return seeds
+}
+
+// TestDecodeRules: each committed rule seed is refused naming its field,
+// and each sample is accepted.
+func TestDecodeRules(t *testing.T) {
+	decoders := map[string]func([]byte) error{
+		"FuzzDecodeBackendControl": func(b []byte) error { _, err := wire.DecodeBackendControl(b); return err },
+		"FuzzDecodeAdminRequest":   func(b []byte) error { _, err := wire.DecodeAdminRequest(b); return err },
+		"FuzzDecodeAdminResponse":  func(b []byte) error { _, err := wire.DecodeAdminResponse(b); return err },
+		"FuzzDecodeHelloReply":     func(b []byte) error { _, err := wire.DecodeHelloReply(b); return err },
+	}
+	fields := map[string]string{
+		"bad-service": "service_name", "bad-version": "version", "no-endpoint": "endpoint", "long-endpoint": "endpoint",
+		"no-secret": "spawn_secret", "long-secret": "spawn_secret",
+	}
+	for _, s := range decodeFuzzSeeds() {
+		t.Run(s.target+"/"+s.name, func(t *testing.T) {
+			rule := strings.TrimPrefix(s.name, "seed-")
+			err := decoders[s.target](s.args[0].([]byte))
+			if sampleExists(rule) {
+				if err != nil {
+					t.Fatalf("sample refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if want, ok := fields[rule]; ok && asViolation(t, err).Field != want {
+				t.Fatalf("%v names field %q, want %q", err, asViolation(t, err).Field, want)
+			}
+		})
+	}
+}
+
+func sampleExists(name string) bool {
+	for _, s := range samples() {
+		if s.name == name {
+			return true
+		}
+	}
+	return false
+}
