@@ -338,7 +338,7 @@ func expectClosed(t *testing.T, c net.Conn) {
 func listenUnder(t *testing.T, fb *fakeBroker, opts ...Option) (*Listener, *ctrlPeer) {
 	t.Helper()
 	type result struct {
-		l   net.Listener
+		l   *Listener
 		err error
 	}
 	done := make(chan result, 1)
@@ -353,7 +353,7 @@ func listenUnder(t *testing.T, fb *fakeBroker, opts ...Option) (*Listener, *ctrl
 	if r.err != nil {
 		t.Fatalf("Listen: %v", r.err)
 	}
-	l := r.l.(*Listener)
+	l := r.l
 	t.Cleanup(func() { l.Close() })
 	return l, p
 }

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/internal/spawnenv"
 	"github.com/portier/portier/wire"
-	pb "github.com/portier/portier/wire/portierv1"
 )
 
 // Defaults of a Listener.
@@ -136,7 +134,7 @@ type Listener struct {
 // environment as it reads it, so that programs the backend starts do not
 // inherit the secret; the listener keeps its own copy for re-registrations.
 // A process the broker started therefore calls Listen once.
-func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
+func Listen(ctx context.Context, opts ...Option) (*Listener, error) {
 	o := options{logger: slog.Default(), queue: DefaultQueueSize, handoff: handoffSupported, registerTimeout: DefaultRegisterTimeout, orphanTimeout: DefaultOrphanTimeout}
 	for _, opt := range opts {
 		opt(&o)
@@ -194,6 +192,8 @@ func Listen(ctx context.Context, opts ...Option) (net.Listener, error) {
 	go l.acceptLoop()
 	return l, nil
 }
+
+var _ net.Listener = (*Listener)(nil)
 
 // Accept returns the next handed-off or direct connection. After Close (or a
 // quiesce request from the broker) it returns an error matching net.ErrClosed,
@@ -304,241 +304,6 @@ func (l *Listener) sleep(d time.Duration) bool {
 	case <-l.done:
 		return false
 	}
-}
-
-// control is one control connection to the broker. Writes are serialized so
-// concurrent frames never interleave.
-//
-// ACKs are written at once. Coalescing them (queueing accepting ACKs for up
-// to 1 ms and writing them in one batch) saved a write and a broker wakeup
-// per handoff, but portier bench measured it slower: the batch landed in the
-// middle of later Hellos, whose broker work then waited behind it (handoff
-// vs reconnect p50 at c=1: 1.07-1.21 coalesced against 0.96-0.99 immediate,
-// in back-to-back --quick runs).
-type control struct {
-	conn net.Conn
-	wmu  sync.Mutex
-}
-
-// send writes f.
-func (c *control) send(f *pb.Frame) error {
-	b, err := wire.EncodeFrame(f)
-	if err != nil {
-		return err
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if err := c.conn.SetWriteDeadline(time.Now().Add(ioTimeout)); err != nil {
-		return err
-	}
-	_, err = c.conn.Write(b)
-	return err
-}
-
-// unregister tells the broker this backend is closing on purpose, then
-// closes the connection.
-func (c *control) unregister() {
-	if f, err := wire.NewRequest(wire.ProtocolBackendControl, 0, &pb.BackendControl{Msg: &pb.BackendControl_Unregister{Unregister: &pb.Unregister{}}}); err == nil {
-		_ = c.send(f)
-	}
-	c.conn.Close()
-}
-
-// ack answers an offer.
-func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail string) {
-	f, err := wire.NewRequest(wire.ProtocolHandoff, correlationID, &pb.HandoffAck{
-		Token: token, Accepted: accepted, ErrorDetail: detail, CorrelationId: correlationID,
-	})
-	if err != nil {
-		return
-	}
-	f.Kind = pb.FrameKind_FRAME_KIND_RESPONSE
-	_ = c.send(f) // a lost ACK is the broker's ACK timeout
-}
-
-// register dials the broker and registers this backend.
-func (l *Listener) register(ctx context.Context) (*control, error) {
-	conn, err := dialBroker(ctx, l.env.Broker)
-	if err != nil {
-		return nil, fmt.Errorf("backend: dial broker %s: %w", l.env.Broker, err)
-	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(DefaultRegisterTimeout)
-	}
-	_ = conn.SetDeadline(deadline)
-	// Cancellation (Close, during a re-registration) ends the wait for the
-	// reply at once rather than at the deadline.
-	stopWatch := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
-	defer stopWatch()
-	c := &control{conn: conn}
-	reg := &pb.Register{
-		ServiceName:    l.env.Service,
-		Version:        l.env.Version,
-		Pid:            uint32(os.Getpid()),
-		Endpoint:       l.env.Endpoint,
-		SpawnSecret:    l.env.Secret,
-		HandoffCapable: l.opts.handoff,
-	}
-	f, err := wire.NewRequest(wire.ProtocolBackendControl, 1, &pb.BackendControl{Msg: &pb.BackendControl_Register{Register: reg}})
-	if err == nil {
-		err = c.send(f)
-	}
-	var reply *pb.Frame
-	if err == nil {
-		_ = conn.SetWriteDeadline(deadline)
-		reply, err = wire.ReadFrame(conn, wire.MaxBody)
-	}
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("backend: register with broker: %w", err)
-	}
-	msg, err := decodeControl(reply)
-	if err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("backend: register with broker: %w", err)
-	}
-	rr := msg.GetRegisterReply()
-	if rr == nil {
-		conn.Close()
-		return nil, fmt.Errorf("backend: register with broker: unexpected reply %T", msg.GetMsg())
-	}
-	if !rr.GetAccepted() {
-		conn.Close()
-		return nil, &RegistrationError{Code: wire.ErrorCode(rr.GetCode()), Reason: rr.GetReason()}
-	}
-	if !stopWatch() {
-		// Canceled just now: the watch may still expire the deadline.
-		conn.Close()
-		return nil, fmt.Errorf("backend: register with broker: %w", context.Cause(ctx))
-	}
-	_ = conn.SetDeadline(time.Time{})
-	l.log.Debug("registered with broker", "broker", l.env.Broker, "handoff", l.opts.handoff)
-	return c, nil
-}
-
-func decodeControl(f *pb.Frame) (*pb.BackendControl, error) {
-	if f.GetPayloadProtocol() != wire.ProtocolBackendControl {
-		return nil, fmt.Errorf("frame of payload protocol 0x%04x, want 0x%04x", f.GetPayloadProtocol(), wire.ProtocolBackendControl)
-	}
-	return wire.DecodeBackendControl(f.GetPayload())
-}
-
-// controlLoop serves the control connection and re-registers with a
-// restarted broker until Close.
-func (l *Listener) controlLoop(c *control) {
-	defer l.wg.Done()
-	backoff := minBackoff
-	var lost time.Time
-	for {
-		if c != nil {
-			l.mu.Lock()
-			if l.closed() {
-				// Close ran while c was registering and could not see it.
-				l.mu.Unlock()
-				c.unregister()
-				return
-			}
-			l.ctrl = c
-			l.mu.Unlock()
-			err := l.serveControl(c)
-			l.mu.Lock()
-			l.ctrl = nil
-			l.mu.Unlock()
-			c.conn.Close()
-			if l.closed() {
-				return
-			}
-			l.log.Info("control connection to broker lost; re-registering", "err", err)
-			backoff = minBackoff
-			lost = time.Now()
-		}
-		if time.Since(lost) > l.opts.orphanTimeout {
-			// No broker came back: nothing will route clients here or
-			// stop this process, so stop taking clients and let it exit.
-			l.log.Warn("no broker accepted a registration; closing the listener", "after", l.opts.orphanTimeout)
-			go l.Close()
-			return
-		}
-		if !l.sleep(backoff) {
-			return
-		}
-		backoff = min(2*backoff, maxBackoff)
-		ctx, cancel := context.WithTimeout(l.life, l.opts.registerTimeout)
-		var err error
-		c, err = l.register(ctx)
-		cancel()
-		if errors.Is(err, ErrRegistrationRefused) {
-			// The broker no longer vouches for this process (it was restarted
-			// without our record): stop taking clients so the program exits.
-			l.log.Warn("broker refused re-registration; closing the listener", "err", err)
-			go l.Close()
-			return
-		}
-	}
-}
-
-// handleControl acts on a portier control message from the broker.
-func (l *Listener) handleControl(f *pb.Frame) {
-	m, err := decodeControl(f)
-	if err != nil {
-		l.log.Debug("ignoring malformed control message", "err", err)
-		return
-	}
-	if q := m.GetQuiesce(); q != nil {
-		l.log.Info("broker asked to quiesce; closing the listener", "reason", q.GetReason())
-		go l.Close() // Close waits for this goroutine
-	}
-}
-
-// readyEvent is the handoff-ready EVENT written on a handed-off connection.
-func readyEvent(offerFrame *pb.Frame, o *pb.HandoffOffer) ([]byte, error) {
-	f, err := wire.NewEvent(wire.ProtocolHandoff, o.GetCorrelationId(), &pb.HandoffAck{
-		Token: o.GetToken(), Accepted: true, CorrelationId: o.GetCorrelationId(),
-	}, offerFrame)
-	if err != nil {
-		return nil, err
-	}
-	return wire.EncodeFrame(f)
-}
-
-// checkOffer validates an offer before anything is written to its connection.
-func (l *Listener) checkOffer(f *pb.Frame) (*pb.HandoffOffer, error) {
-	if f.GetKind() != pb.FrameKind_FRAME_KIND_REQUEST {
-		return nil, fmt.Errorf("handoff frame of kind %s, want REQUEST", f.GetKind())
-	}
-	o, err := wire.DecodeHandoffOffer(f.GetPayload())
-	if err != nil {
-		return nil, err
-	}
-	if subtle.ConstantTimeCompare([]byte(o.GetServiceName()), []byte(l.env.Service)) != 1 {
-		return o, fmt.Errorf("offer for service %q reached the backend of %q", o.GetServiceName(), l.env.Service)
-	}
-	if d := f.GetDeadlineUnixMs(); d != 0 && uint64(time.Now().UnixMilli()) > d {
-		// The client may have given up waiting and replayed its bytes on
-		// the reconnect route; adopting now could serve them twice.
-		return o, errors.New("offer expired before it was adopted")
-	}
-	if o.GetCorrelationId() != f.GetRequestId() {
-		return o, fmt.Errorf("offer correlation_id %d differs from its frame's request_id %d", o.GetCorrelationId(), f.GetRequestId())
-	}
-	return o, nil
-}
-
-// reserve takes a queue slot for a handed-off connection, or reports that
-// the queue is full.
-func (l *Listener) reserve() bool {
-	if l.reserved.Add(1) > int64(l.opts.queue) {
-		l.reserved.Add(-1)
-		return false
-	}
-	return true
-}
-
-// deliver hands an adopted connection to Accept. The reserved slot
-// guarantees the channel has room.
-func (l *Listener) deliver(c net.Conn) {
-	l.handoffs <- c
 }
 
 // String describes the listener for logs.

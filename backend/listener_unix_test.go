@@ -703,11 +703,10 @@ func TestStandalone(t *testing.T) {
 	}
 	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "echo.sock")
-	ln, err := Listen(context.Background(), Address(path))
+	l, err := Listen(context.Background(), Address(path))
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := ln.(*Listener)
 	defer l.Close()
 	if got := l.Addr().String(); got != path {
 		t.Errorf("Addr() = %q, want %q", got, path)

@@ -19,8 +19,8 @@ func listenEndpoint(name string) (net.Listener, error) { return ipc.ListenPipe(n
 
 func dialBroker(ctx context.Context, name string) (net.Conn, error) { return ipc.DialPipe(ctx, name) }
 
-// serveControl reads control frames; offers are rejected because this
-// platform does not adopt handles yet.
+// serveControl reads control frames; offers are rejected (pipeArrival)
+// because this platform does not adopt handles yet.
 func (l *Listener) serveControl(c *control) error {
 	for {
 		f, err := wire.ReadFrame(c.conn, wire.MaxBody)
@@ -29,7 +29,7 @@ func (l *Listener) serveControl(c *control) error {
 		}
 		switch f.GetPayloadProtocol() {
 		case wire.ProtocolHandoff:
-			c.ack(f.GetRequestId(), nil, false, "handoff is not supported by this backend on windows")
+			l.handleOffer(c, f, pipeArrival{})
 		case wire.ProtocolBackendControl:
 			l.handleControl(f)
 		}
