@@ -1,11 +1,7 @@
 package client
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"net"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -76,7 +72,9 @@ type Conn struct {
 	mu         sync.Mutex
 	pending    []byte
 
-	route         Route // guarded by mu until settled
+	// Guarded by mu until settled: a fallback that asks the broker again
+	// replaces all four.
+	route         Route
 	connID        uint64
 	backendPipe   string
 	daemonVersion string
@@ -86,18 +84,6 @@ type Conn struct {
 // settled; it is well below a Unix socket's send buffer, so those writes
 // never block.
 const maxReplay = 64 << 10
-
-// adoption is the state of a handoff whose ready event has not been read.
-type adoption struct {
-	fr               *frameReader
-	token            []byte
-	deadline         time.Time // ready timeout
-	handshakeTimeout time.Duration
-	sent             []byte // every byte written so far, for the replay
-	closedWrite      bool
-	readDL, writeDL  time.Time // the caller's deadlines
-	redial           *dialer   // for a fresh Hello when backend_pipe is dead
-}
 
 var _ net.Conn = (*Conn)(nil)
 
@@ -111,100 +97,15 @@ func newConn(uc *net.UnixConn, route Route, connID uint64, pipe, daemonVersion s
 	return c
 }
 
-// settle settles the route if it is still open; see Conn.
+// settle settles the route if it is still open; see Conn and
+// settleLocked.
 func (c *Conn) settle() error {
 	if c.settled.Load() {
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.settleLocked()
-}
-
-func (c *Conn) settleLocked() error {
-	a := c.adopt
-	if a == nil {
-		return c.failed
-	}
-	dl := a.deadline
-	userFirst := !a.readDL.IsZero() && a.readDL.Before(dl)
-	if userFirst {
-		dl = a.readDL
-	}
-	_ = c.uc.SetReadDeadline(dl)
-	ev, err := a.fr.next(maxReplyBody)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		if userFirst && time.Now().Before(a.deadline) {
-			// The caller's read deadline, not the ready timeout: report
-			// it and keep waiting on the next call.
-			_ = c.uc.SetReadDeadline(a.readDL)
-			return err
-		}
-		ev, err = lastChance(c.uc, a.fr)
-	}
-	if err == nil && readyMatches(ev, a.token, c.connID) {
-		c.pending = a.fr.rest()
-		c.hasPending.Store(len(c.pending) > 0)
-		_ = c.uc.SetReadDeadline(a.readDL)
-		c.finishLocked(Handoff, nil)
-		return nil
-	}
-	// The handoff did not complete and nobody read what was written:
-	// reconnect and replay it.
-	_ = c.uc.Close()
-	uc, err := dialUnix(context.Background(), c.backendPipe, time.Now().Add(a.handshakeTimeout))
-	if err == nil {
-		_ = uc.SetWriteDeadline(time.Now().Add(a.handshakeTimeout))
-		if _, err = uc.Write(a.sent); err == nil && a.closedWrite {
-			err = uc.CloseWrite()
-		}
-		if err == nil {
-			_ = uc.SetReadDeadline(a.readDL)
-			err = uc.SetWriteDeadline(a.writeDL)
-		}
-		if err != nil {
-			_ = uc.Close()
-		}
-	}
-	if err != nil {
-		// backend_pipe is dead too (the backend died with the handoff):
-		// ask the broker again, with a context of our own since Dial's
-		// may be over.
-		uc, err = c.rehelloLocked(a)
-	}
-	if err != nil {
-		c.finishLocked(Reconnect, fmt.Errorf("%w: %s: %w", ErrBackendUnavailable, c.backendPipe, err))
-		return c.failed
-	}
-	c.uc = uc
-	c.finishLocked(Reconnect, nil)
-	return nil
-}
-
-// rehelloLocked reaches the service through a fresh Hello (without
-// handoff) that replays a.sent, and returns its socket.
-func (c *Conn) rehelloLocked(a *adoption) (*net.UnixConn, error) {
-	if a.redial == nil {
-		return nil, ErrBackendUnavailable
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), a.handshakeTimeout)
-	defer cancel()
-	d := *a.redial
-	d.ctx = ctx
-	nc, err := d.rehello(a.sent)
-	if err != nil {
-		return nil, err
-	}
-	if a.closedWrite {
-		if err := nc.uc.CloseWrite(); err != nil {
-			_ = nc.uc.Close()
-			return nil, err
-		}
-	}
-	_ = nc.uc.SetReadDeadline(a.readDL)
-	_ = nc.uc.SetWriteDeadline(a.writeDL)
-	c.backendPipe = nc.backendPipe
-	return nc.uc, nil
+	return c.settleLocked(false)
 }
 
 func (c *Conn) finishLocked(r Route, err error) {
@@ -224,8 +125,16 @@ func (c *Conn) Route() Route {
 }
 
 // ConnectionID is the broker-assigned connection id from Negotiated; 0 on
-// the direct route, where no broker was involved.
-func (c *Conn) ConnectionID() uint64 { return c.connID }
+// the direct route, where no broker was involved. After a fallback that had
+// to ask the broker again, it is the id of that second Hello.
+func (c *Conn) ConnectionID() uint64 {
+	if c.settled.Load() {
+		return c.connID
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connID
+}
 
 // BackendPipe is the backend's own endpoint (from Negotiated or, on the
 // direct route, from the hello-skip cache).
@@ -240,7 +149,14 @@ func (c *Conn) BackendPipe() string {
 
 // DaemonVersion is the backend's version as the broker reported it in
 // Negotiated (cached with the entry on the direct route).
-func (c *Conn) DaemonVersion() string { return c.daemonVersion }
+func (c *Conn) DaemonVersion() string {
+	if c.settled.Load() {
+		return c.daemonVersion
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.daemonVersion
+}
 
 // Read returns read-ahead bytes first, then reads from the socket.
 func (c *Conn) Read(b []byte) (int, error) {
@@ -283,7 +199,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 				// carries b; if the backend had adopted the socket and
 				// then closed it, b is lost and the write error stands.
 				werr := err
-				if err = c.settleLocked(); err == nil && c.route == Handoff {
+				if err = c.settleLocked(false); err == nil && c.route == Handoff {
 					err = werr
 				} else if err == nil {
 					n = len(b)
@@ -295,7 +211,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			}
 			return n, nil
 		}
-		err := c.settleLocked()
+		err := c.settleLocked(false)
 		c.mu.Unlock()
 		if err != nil {
 			return 0, err

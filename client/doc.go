@@ -18,7 +18,7 @@
 //     and version and dialed it without talking to the broker at all.
 //
 // A failed handoff is never an error to the caller: every failure after
-// Negotiated ends on the reconnect route (DESIGN.md contract 1). Dial returns
+// Negotiated ends on the reconnect route. Dial returns
 // an error only when the broker cannot be reached (ErrBrokerUnavailable), the
 // broker refuses (*RefusedError), the broker breaks the protocol before or in
 // its reply (*ProtocolError), backend_pipe itself cannot be dialed
@@ -35,6 +35,16 @@
 // replays it. Keep early data small (a first request, not a bulk upload):
 // bytes that do not fit in the socket buffer are written while the client
 // waits for the broker's reply.
+//
+// # One adoption path
+//
+// Whether a negotiated handoff is adopted or replaced by the reconnect route
+// is decided in one place (adopt.go), whether Dial waits for it (AwaitReady,
+// or a ready event that arrived with Negotiated) or the Conn's first use
+// does. The files follow the steps: dial.go connects (the broker, AutoStart,
+// the hello-skip route), handshake.go builds the Hello and parses Negotiated
+// and the ready event, adopt.go adopts or reconnects and replays, and
+// conn.go is the net.Conn.
 //
 // # Syscalls on the hot path
 //

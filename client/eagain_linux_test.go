@@ -28,8 +28,12 @@ func TestDialRetriesFullBacklog(t *testing.T) {
 		syscall.Close(fd)
 		t.Fatal(err)
 	}
-	ln, err := net.FileListener(os.NewFile(uintptr(fd), "busy"))
-	syscall.Close(fd)
+	// Close the descriptor through its *os.File: closing the number
+	// directly would leave the File's finalizer to close it again later,
+	// by then perhaps another test's descriptor.
+	f := os.NewFile(uintptr(fd), "busy")
+	ln, err := net.FileListener(f)
+	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}

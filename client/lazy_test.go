@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
 
@@ -284,6 +285,80 @@ func TestRehelloWhenBackendPipeDead(t *testing.T) {
 			}
 			if n := e.fb.hellos.Load(); n != 2 {
 				t.Fatalf("%d Hellos, want 2", n)
+			}
+		})
+	}
+}
+
+// TestLastChanceOnFirstUse: a ready event already in the socket when the
+// ready timeout has passed is adopted, not replayed elsewhere. A read whose
+// deadline has passed fails before it looks at the socket, so only the last
+// look finds the event.
+func TestLastChanceOnFirstUse(t *testing.T) {
+	open, written := make(gate), make(chan struct{})
+	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+		open.wait(fb.t)
+		write(c, goodReady(fb.t), []byte("A>"))
+		close(written)
+		fb.adopted <- drain(c)
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), ReadyTimeout(time.Nanosecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	close(open)
+	<-written // a local write is in our receive buffer when it returns
+	if r := c.Route(); r != Handoff {
+		t.Fatalf("route %v, want the handoff whose ready event was already here", r)
+	}
+	if got := readString(t, c, 2); got != "A>" {
+		t.Fatalf("read %q, want A>", got)
+	}
+	_ = c.CloseWrite()
+	e.fb.recvAdopted(t)
+	e.rec.assertUntouched(t)
+}
+
+// TestFallbackFailureErrors: when neither the handoff, nor backend_pipe,
+// nor a fresh Hello reaches a backend, Dial (AwaitReady) returns the
+// broker's refusal of the fresh Hello, and a Conn settling on first use
+// returns an error matching ErrBackendUnavailable, on every later call too.
+func TestFallbackFailureErrors(t *testing.T) {
+	for _, awaitReady := range []bool{true, false} {
+		t.Run(map[bool]string{true: "in Dial", false: "on first use"}[awaitReady], func(t *testing.T) {
+			dead := filepath.Join(shortDir(t), "dead.sock")
+			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+				if fb.hellos.Load() == 1 {
+					write(c, handoffReply(fb.t, hf, dead))
+					return
+				}
+				r := wire.NewRefused(pb.ErrorCode_ERROR_SHUTTING_DOWN, "stopping", 0, nil)
+				write(c, replyBytes(fb.t, hf, &pb.HelloReply{Result: &pb.HelloReply_Refused{Refused: r}}))
+			})
+			opts := []Option{Socket(e.fb.sock), EarlyData([]byte("REQ1"))}
+			if awaitReady {
+				opts = append(opts, AwaitReady())
+			}
+			c, err := Dial(t.Context(), "echo", opts...)
+			if awaitReady {
+				if c != nil || !errors.Is(err, ErrShuttingDown) {
+					t.Fatalf("Dial: %v, %v; want the refusal of the fresh Hello", c, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for range 2 {
+				if _, err := c.Read(make([]byte, 1)); !errors.Is(err, ErrBackendUnavailable) || !errors.Is(err, ErrShuttingDown) {
+					t.Fatalf("Read: %v, want ErrBackendUnavailable wrapping the refusal", err)
+				}
+			}
+			if c.Route() != Reconnect {
+				t.Fatalf("route %v, want reconnect (the fallback was taken)", c.Route())
 			}
 		})
 	}
