@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/client"
+	"github.com/portier/portier/wire"
 )
 
 func main() {
@@ -19,7 +21,11 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, err := client.Dial(ctx, "echo", client.EarlyData([]byte(*msg)))
-	if err != nil {
+	var refused *client.RefusedError
+	switch {
+	case errors.As(err, &refused) && refused.Code == wire.CodeServiceUnknown:
+		log.Fatalf("no echo service: add echo.toml to the services directory (%s)", refused.Reason)
+	case err != nil:
 		log.Fatal(err)
 	}
 	defer c.Close()
