@@ -1,8 +1,11 @@
 // Package ipc owns portier's local endpoints: where the broker's endpoint
-// lives, the private directory that protects it, listening and dialing on Unix
-// domain sockets and Windows named pipes, the singleton bind that keeps one
-// broker per user, and the facts the kernel tells us about the peer of a
-// connection (credentials, process start time, executable).
+// lives (SocketPath, the one lookup for clients and the CLI), the private
+// directory that protects it, listening and dialing on Unix domain sockets
+// and Windows named pipes, the singleton bind that keeps one broker per
+// user, and the facts the kernel tells us about the peer of a connection
+// (credentials, process start time, executable). CheckPeer is the one answer
+// to "is the peer of this connection me?" for the broker, backends, the
+// client and the CLI; PeerGuard is its logging form for servers.
 //
 // It knows nothing about frames, services or handoffs; moving a connection
 // between processes is internal/fdpass's job.
