@@ -45,8 +45,13 @@ type stateFile struct {
 func (s *supervisor) statePath() string { return filepath.Join(s.b.cfg.StateDir, stateFileName) }
 
 // saveState writes the state file atomically (temp file, fsync, rename),
-// mode 0600.
+// mode 0600. Saves are serialized from snapshot to rename: two concurrent
+// ones (a backend's first save as it becomes ready, and the one after its
+// executable was hashed) could otherwise land in the wrong order and leave
+// the older snapshot, without the executable's hash, as the file.
 func (s *supervisor) saveState() {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	st := stateFile{Version: 1}
 	s.mu.Lock()
 	for _, p := range s.byPID {

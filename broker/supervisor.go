@@ -123,6 +123,8 @@ func (p *proc) isReady() bool {
 type supervisor struct {
 	b *Broker
 
+	saveMu sync.Mutex // serializes saveState
+
 	mu       sync.Mutex
 	procs    map[procKey]*proc // current generation per key
 	byPID    map[int]*proc     // every known live process, for registration
