@@ -209,6 +209,51 @@ func (l *Listener) Accept() (net.Conn, error) { return l.ul.AcceptUnix() }
 // AcceptUnix is Accept with the concrete type, ready for PeerCred.
 func (l *Listener) AcceptUnix() (*net.UnixConn, error) { return l.ul.AcceptUnix() }
 
+// WaitPending blocks until a connection is queued for AcceptUnix, without
+// accepting it, or until the listener is closed (an error matching
+// net.ErrClosed, seen within pendingPoll). A process out of descriptors
+// needs it: accept fails then whether or not a connection is queued (the
+// descriptor is allocated first), so it can tell when to free a descriptor
+// it holds in reserve only by waiting here.
+//
+// It polls on its own thread: Go's poller does not wait for readiness on a
+// listener except inside Accept.
+func (l *Listener) WaitPending() error {
+	rc, err := l.ul.SyscallConn()
+	if err != nil {
+		return err
+	}
+	for {
+		var (
+			pending bool
+			perr    error
+		)
+		err := rc.Control(func(fd uintptr) {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, int(pendingPoll/time.Millisecond))
+			switch {
+			case errors.Is(err, unix.EINTR):
+			case err != nil:
+				perr = fmt.Errorf("ipc: poll listener: %w", err)
+			default:
+				pending = n > 0
+			}
+		})
+		switch {
+		case err != nil:
+			return err
+		case perr != nil:
+			return perr
+		case pending:
+			return nil
+		}
+	}
+}
+
+// pendingPoll is how long one poll of WaitPending waits before it looks
+// whether the listener was closed.
+const pendingPoll = 100 * time.Millisecond
+
 // Addr returns the listener's address.
 func (l *Listener) Addr() net.Addr { return l.ul.Addr() }
 

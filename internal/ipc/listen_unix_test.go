@@ -401,3 +401,55 @@ func TestDefaultSocketPath(t *testing.T) {
 		t.Error("over-long path accepted")
 	}
 }
+
+// TestWaitPending: WaitPending returns once a connection is queued, leaves
+// it queued for AcceptUnix, and returns net.ErrClosed once the listener is
+// closed.
+func TestWaitPending(t *testing.T) {
+	path := sockPath(t)
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- l.WaitPending() }()
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitPending returned %v with nothing queued", err)
+	case <-time.After(3 * pendingPoll):
+	}
+	c, err := Dial(dialCtx(t), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitPending still waiting with a connection queued")
+	}
+	// It did not accept: the connection is still there, and still pending.
+	if err := l.WaitPending(); err != nil {
+		t.Fatal(err)
+	}
+	ac, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac.Close()
+
+	go func() { waited <- l.WaitPending() }()
+	l.Close() // before or during the wait: either way it ends
+
+	select {
+	case err := <-waited:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("WaitPending after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WaitPending did not return after Close")
+	}
+}
