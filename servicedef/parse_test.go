@@ -302,7 +302,7 @@ func TestAllows(t *testing.T) {
 		want   bool
 	}{
 		{exact, "1.2.0", true},
-		{exact, "", true},
+		{exact, "", false}, // a Hello names a version; AtLeast serves "any"
 		{exact, "1.2.1", false},
 		{exact, "1.1.9", false},
 		{exact, "1.2.0-rc.1", false},
@@ -335,6 +335,34 @@ func TestAllows(t *testing.T) {
 	for _, tc := range tests {
 		if got := tc.d.Allows(tc.wanted); got != tc.want {
 			t.Errorf("%+v.Allows(%q) = %v, want %v", *tc.d, tc.wanted, got, tc.want)
+		}
+	}
+}
+
+// TestAtLeast: a client that takes any version not older than a floor is
+// served the defined version whatever min_version or allow_versions say.
+func TestAtLeast(t *testing.T) {
+	ranged := &Definition{Version: "1.4.0", MinVersion: "1.2.0"}
+	listed := &Definition{Version: "3.0.0", AllowVersions: []string{"2.9.0"}}
+	pre := &Definition{Version: "2.0.0-rc.1"}
+	for _, tc := range []struct {
+		d     *Definition
+		floor string
+		want  bool
+	}{
+		{ranged, "0.0.0", true},
+		{ranged, "1.0.0", true}, // below min_version: min_version judges named versions only
+		{ranged, "1.4.0", true},
+		{ranged, "1.4.1", false},
+		{listed, "0.0.0", true}, // 3.0.0 is not listed: same
+		{listed, "3.0.1", false},
+		{pre, "2.0.0-alpha", true},
+		{pre, "2.0.0", false},
+		{ranged, "", false},
+		{ranged, "garbage", false},
+	} {
+		if got := tc.d.AtLeast(tc.floor); got != tc.want {
+			t.Errorf("%+v.AtLeast(%q) = %v, want %v", *tc.d, tc.floor, got, tc.want)
 		}
 	}
 }

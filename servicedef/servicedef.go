@@ -639,12 +639,10 @@ func (ps *parser) finish() error {
 //     the ordering like any version (1.0.0 < 1.1.0-rc.1 < 1.1.0);
 //   - otherwise wanted must equal version.
 //
-// An empty wanted means "whatever the definition serves" and is allowed; a
-// wanted that is not a valid version is not.
+// A wanted that is not a valid version (the empty string included: every
+// Hello names a version) is not allowed; see AtLeast for a client that
+// takes whatever version the definition names.
 func (d *Definition) Allows(wanted string) bool {
-	if wanted == "" {
-		return true
-	}
 	w, err := parseSemver(wanted)
 	if err != nil {
 		return false
@@ -666,6 +664,21 @@ func (d *Definition) Allows(wanted string) bool {
 		return err == nil && compareSemver(w, m) >= 0 && compareSemver(w, v) <= 0
 	}
 	return compareSemver(w, v) == 0
+}
+
+// AtLeast reports whether this build's version is floor or newer by SemVer
+// precedence. It is the version policy for a client that takes whatever
+// version the definition names as long as it is not older than floor (the
+// CapAnyVersion Hello extension); min_version and allow_versions, which
+// judge the version a client names, do not apply to it. An invalid floor is
+// not satisfied.
+func (d *Definition) AtLeast(floor string) bool {
+	f, err := parseSemver(floor)
+	if err != nil {
+		return false
+	}
+	v, err := parseSemver(d.Version)
+	return err == nil && compareSemver(v, f) >= 0
 }
 
 func dotted(parts []string) string {

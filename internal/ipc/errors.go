@@ -19,8 +19,9 @@ var ErrUnsupported = errors.New("ipc: not supported on this platform")
 var ErrNoProcess = errors.New("ipc: no such process")
 
 // Problem is the stable code of why a path is not safe to trust: the
-// private directory around the broker's socket here, the services directory
-// and definition files in servicedef (which re-exports these codes). The
+// private directory around the broker's socket here, the services directory,
+// definition files and the programs they name in servicedef (which
+// re-exports these codes). The
 // values are part of the API: portier doctor and tests switch on them, and a
 // log line carries them.
 type Problem string
@@ -31,6 +32,9 @@ const (
 	ProblemNotDir   Problem = "not_dir"   // the path exists but is not a directory
 	ProblemNotOwner Problem = "not_owner" // the path belongs to another user
 	ProblemBadMode  Problem = "bad_mode"  // the path's mode lets group or others in
+	// ProblemNotRegular: the path should be a regular file (a program to
+	// run) and is not.
+	ProblemNotRegular Problem = "not_regular"
 )
 
 // DirError reports that a directory meant to hold private endpoints is not
