@@ -5,7 +5,11 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,7 +64,23 @@ func (b *Broker) worker(c *net.UnixConn) {
 
 // handleConn owns one accepted connection until it is handed off, answered
 // or turned into a backend control connection.
-func (b *Broker) handleConn(c *net.UnixConn) {
+func (b *Broker) handleConn(c *net.UnixConn) { b.serveConn(c, false) }
+
+// pressureReadTimeout bounds the read of the first frame of a connection
+// accepted with the reserve descriptor while the broker is out of them. A
+// client writes its Hello right after connecting, so it is normally there
+// already; a peer that has sent nothing by then is told FD_PRESSURE without
+// an echo, so the reserve is soon free for the next one.
+const pressureReadTimeout = 250 * time.Millisecond
+
+// serveConn reads a connection's first frame and serves it by its payload
+// protocol: a Hello, a backend's registration or an admin request.
+// pressured is set for the connection accepted with the reserve descriptor
+// while accepts fail for lack of descriptors: its Hello is answered
+// FD_PRESSURE (echoing its request_id and trace context), while an admin
+// request is served as usual, since `portier status` is what an operator
+// runs exactly then.
+func (b *Broker) serveConn(c *net.UnixConn, pressured bool) {
 	// Peer policy before any byte is read: another user's process is closed
 	// without an answer (and logged, rate-limited).
 	cred, ok := b.peers.Admit(c)
@@ -69,42 +89,99 @@ func (b *Broker) handleConn(c *net.UnixConn) {
 		c.Close()
 		return
 	}
-	deadline := time.Now().Add(b.cfg.HelloTimeout)
-	if !b.acquireHelloSlot(deadline) {
+	timeout := b.cfg.HelloTimeout
+	if pressured {
+		// One connection at a time comes this way (there is one reserve
+		// descriptor), so it takes no Hello slot.
+		timeout = min(timeout, pressureReadTimeout)
+	}
+	deadline := time.Now().Add(timeout)
+	if !pressured && !b.acquireHelloSlot(deadline) {
 		c.Close()
 		return
 	}
 	_ = c.SetReadDeadline(deadline)
-	body, err := wire.ReadFrameBody(c, wire.MaxHelloBody)
-	<-b.helloSlots
+	cr := countingReader{r: c}
+	body, err := wire.ReadFrameBody(&cr, wire.MaxHelloBody)
+	if !pressured {
+		<-b.helloSlots
+	}
 	if err != nil {
-		switch {
-		case errors.Is(err, wire.ErrFrameTooLarge):
-			b.refuse(c, nil, pb.ErrorCode_ERROR_PEER_REJECTED, fmt.Sprintf("the first frame is larger than the %d-byte Hello cap", wire.MaxHelloBody), 0, nil)
-		case errors.Is(err, wire.ErrBadFramingVersion):
-			b.refuse(c, nil, pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, err.Error(), 0, nil)
-		default:
-			c.Close() // EOF, timeout, truncation: nobody to answer
-		}
+		b.refuseFirstFrame(c, err, cr.n, timeout, pressured)
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	f, err := wire.DecodeFrame(body)
+	f, err := wire.UnmarshalFrame(body)
 	if err != nil {
-		b.refuseErr(c, nil, err)
+		b.refuseErr(c, nil, err) // nothing decoded, nothing to echo
+		return
+	}
+	// From here on the frame's trace context is what portier passes on: an
+	// invalid traceparent is dropped (W3C: restart the trace), so it is
+	// neither echoed nor put in a backend's environment.
+	f.Traceparent, f.Tracestate = wire.TraceContext(f)
+	if err := wire.CheckEnvelope(f); err != nil {
+		b.refuseErr(c, f, err)
 		return
 	}
 	switch f.GetPayloadProtocol() {
 	case wire.ProtocolControl:
+		if pressured {
+			b.refuse(c, f, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", fdPressureRetry, nil)
+			return
+		}
 		b.serveHello(c, cred, f)
 	case wire.ProtocolBackendControl:
 		b.sup.serveControl(c, cred, f)
 	case wire.ProtocolAdmin:
 		b.serveAdmin(c, f)
 	default:
-		b.refuse(c, f, pb.ErrorCode_ERROR_VERSION_UNSUPPORTED,
-			fmt.Sprintf("payload_protocol 0x%04x cannot open a broker connection; send a Hello (0x0000)", f.GetPayloadProtocol()), 0, nil)
+		b.refuse(c, f, pb.ErrorCode_ERROR_PEER_REJECTED,
+			fmt.Sprintf("payload_protocol 0x%04x cannot open a broker connection; send a Hello (0x0000)", f.GetPayloadProtocol()), 0,
+			map[string]string{"field": "payload_protocol"})
 	}
+}
+
+// fdPressureRetry is the retry_after of FD_PRESSURE: descriptors free up
+// as connections finish, which takes moments, not minutes.
+const fdPressureRetry = time.Second
+
+// refuseFirstFrame answers a connection whose first frame could not be read.
+// got is the number of bytes that did arrive. A peer that sent part of a
+// frame and then half-closed (or a half-close before any byte) is told its
+// Hello is incomplete while the socket can still carry the answer; one that
+// sent part of a frame and then stalled is told the same at the deadline. A
+// peer that stayed silent gets no answer (there is nothing to answer),
+// except under descriptor pressure, where it learns why it waited.
+func (b *Broker) refuseFirstFrame(c *net.UnixConn, err error, got int, timeout time.Duration, pressured bool) {
+	const rej = pb.ErrorCode_ERROR_PEER_REJECTED
+	switch {
+	case errors.Is(err, wire.ErrFrameTooLarge):
+		b.refuse(c, nil, rej, fmt.Sprintf("the first frame is larger than the %d-byte Hello cap", wire.MaxHelloBody), 0, nil)
+	case errors.Is(err, wire.ErrBadFramingVersion):
+		b.refuse(c, nil, pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, err.Error(), 0, nil)
+	case errors.Is(err, io.EOF), errors.Is(err, wire.ErrTruncated):
+		b.refuse(c, nil, rej, fmt.Sprintf("incomplete Hello frame: the connection was closed for writing after %d bytes", got), 0, nil)
+	case errors.Is(err, os.ErrDeadlineExceeded) && got > 0:
+		b.refuse(c, nil, rej, fmt.Sprintf("incomplete Hello frame: %d bytes in %s", got, timeout), 0, nil)
+	case errors.Is(err, os.ErrDeadlineExceeded) && pressured:
+		b.refuse(c, nil, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", fdPressureRetry, nil)
+	default:
+		c.Close() // silent until the deadline, or reset: nobody to answer
+	}
+}
+
+// countingReader counts the bytes read through it, so a failed first-frame
+// read can tell a silent peer from one that sent part of a frame.
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.n += n
+	return n, err
 }
 
 func (b *Broker) acquireHelloSlot(deadline time.Time) bool {
@@ -126,13 +203,14 @@ func (b *Broker) acquireHelloSlot(deadline time.Time) bool {
 // serveHello routes one client: validate, find or start the backend, decide
 // on a handoff, answer Negotiated, and run the handoff.
 func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
+	// The envelope before the payload: the kind is part of it.
+	if f.GetKind() != pb.FrameKind_FRAME_KIND_REQUEST {
+		b.refuse(c, f, pb.ErrorCode_ERROR_PEER_REJECTED, "a Hello must be a REQUEST frame", 0, map[string]string{"field": "kind"})
+		return
+	}
 	h, err := wire.DecodeHello(f.GetPayload())
 	if err != nil {
 		b.refuseErr(c, f, err)
-		return
-	}
-	if f.GetKind() != pb.FrameKind_FRAME_KIND_REQUEST {
-		b.refuse(c, f, pb.ErrorCode_ERROR_PEER_REJECTED, "a Hello must be a REQUEST frame", 0, nil)
 		return
 	}
 	if r := wire.ValidateHello(h, cred.PID); r != nil {
@@ -143,14 +221,24 @@ func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 		b.refuse(c, f, pb.ErrorCode_ERROR_SHUTTING_DOWN, "the broker is shutting down; retry to reach its successor", time.Second, nil)
 		return
 	}
+	// The caller's deadline: a Hello nobody waits for any more starts
+	// nothing, and a wait for a backend start ends with it.
+	deadline, hasDeadline := wire.FrameDeadline(f)
+	if hasDeadline {
+		if late := time.Since(deadline); late >= 0 {
+			b.refuse(c, f, pb.ErrorCode_ERROR_PEER_REJECTED,
+				fmt.Sprintf("the Hello's deadline (deadline_unix_ms %d) passed %s before the broker could serve it; nothing was started for it",
+					f.GetDeadlineUnixMs(), late.Round(time.Millisecond)), 0, map[string]string{"field": "deadline_unix_ms"})
+			return
+		}
+	}
 	def, err := b.defs.Lookup(h.GetServiceName())
 	if err != nil {
 		b.refuseLookup(c, f, h.GetServiceName(), err)
 		return
 	}
-	if w := h.GetWantedVersion(); w != "" && !def.Allows(w) {
-		b.refuse(c, f, pb.ErrorCode_ERROR_VERSION_BLOCKED,
-			fmt.Sprintf("service %q does not serve version %s (its definition names %s)", def.Name, w, versionRule(def)),
+	if !versionAllowed(def, h) {
+		b.refuse(c, f, pb.ErrorCode_ERROR_VERSION_BLOCKED, versionBlockedReason(def, h),
 			versionRetryAfter, map[string]string{"available_version": def.Version})
 		return
 	}
@@ -159,7 +247,44 @@ func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 		b.refuseErr(c, f, err)
 		return
 	}
-	p.whenReady(func() { b.route(c, f, h, def, p) })
+	serve := func() { b.route(c, f, h, def, p) }
+	if !hasDeadline {
+		p.whenReady(serve)
+		return
+	}
+	b.whenReadyBy(p, deadline, serve, func() {
+		b.refuse(c, f, pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+			fmt.Sprintf("%s@%s was not ready by the Hello's deadline (deadline_unix_ms %d); it is still starting, so retry",
+				p.service, p.version, f.GetDeadlineUnixMs()),
+			time.Second, map[string]string{"deadline_unix_ms": strconv.FormatUint(f.GetDeadlineUnixMs(), 10)})
+	})
+}
+
+// whenReadyBy runs serve once p is ready (or failed to start), like
+// p.whenReady, unless deadline passes first: then expire runs instead and
+// serve never does. The start itself goes on for other clients.
+func (b *Broker) whenReadyBy(p *proc, deadline time.Time, serve, expire func()) {
+	if isClosed(p.ready) {
+		serve() // the common case: a live backend, no timer needed
+		return
+	}
+	var claimed atomic.Bool
+	// Counted with the connections, so Serve waits for whichever of the
+	// two runs (this worker is counted, so the count is above zero).
+	b.conns.Add(1)
+	t := time.AfterFunc(time.Until(deadline), func() {
+		if claimed.CompareAndSwap(false, true) {
+			defer b.conns.Done()
+			expire()
+		}
+	})
+	p.whenReady(func() {
+		if claimed.CompareAndSwap(false, true) {
+			t.Stop()
+			defer b.conns.Done()
+			serve()
+		}
+	})
 }
 
 // route answers a Hello whose backend is ready (or failed to start) and
@@ -238,15 +363,34 @@ func (b *Broker) refuseLookup(c net.Conn, f *pb.Frame, name string, err error) {
 		b.refuse(c, f, pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
 			fmt.Sprintf("service %q has an invalid definition: %v", name, err), 0, map[string]string{"definition_error": err.Error()})
 	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
-		b.refuse(c, f, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", time.Second, nil)
+		b.refuse(c, f, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", fdPressureRetry, nil)
 	default: // the services directory is unsafe or unreadable
 		b.refuse(c, f, pb.ErrorCode_ERROR_INTERNAL, fmt.Sprintf("cannot read the definition of %q: %v", name, err), time.Second, nil)
 	}
 }
 
 // versionRetryAfter tells a client refused for its version when to look
-// again: a definition edit is picked up by the next Hello.
-const versionRetryAfter = 5 * time.Second
+// again. Retrying sooner cannot succeed: only an edit of the definition
+// changes the answer, and that takes a person.
+const versionRetryAfter = 30 * time.Second
+
+// versionAllowed applies the definition's version policy to the Hello's
+// wanted_version; with CapAnyVersion, wanted_version is only the lowest
+// version the client accepts.
+func versionAllowed(def *servicedef.Definition, h *pb.Hello) bool {
+	if h.GetClientCapabilities()&wire.CapAnyVersion != 0 {
+		return def.AtLeast(h.GetWantedVersion())
+	}
+	return def.Allows(h.GetWantedVersion())
+}
+
+func versionBlockedReason(def *servicedef.Definition, h *pb.Hello) string {
+	w := h.GetWantedVersion()
+	if h.GetClientCapabilities()&wire.CapAnyVersion != 0 {
+		return fmt.Sprintf("service %q serves version %s, older than the %s this client accepts at least", def.Name, def.Version, w)
+	}
+	return fmt.Sprintf("service %q does not serve version %s (its definition names %s)", def.Name, w, versionRule(def))
+}
 
 func versionRule(d *servicedef.Definition) string {
 	switch {

@@ -39,7 +39,7 @@ func TestNegotiatedWriteFailureClosesClientSocket(t *testing.T) {
 		}
 		f, err := wire.NewRequest(wire.ProtocolControl, 1, &pb.Hello{
 			ClientMinProtocol: wire.ProtocolVersion, ClientMaxProtocol: wire.ProtocolVersion,
-			ServiceName: "echo", ClientCapabilities: caps,
+			ServiceName: "echo", WantedVersion: "1.0.0", ClientCapabilities: caps,
 		})
 		if err != nil {
 			t.Fatal(err)

@@ -338,7 +338,7 @@ func runForeignPeer(context.Context) int {
 	defer c.Close()
 	f, err := wire.NewRequest(wire.ProtocolControl, 1, &pb.Hello{
 		ClientMinProtocol: wire.ProtocolVersion, ClientMaxProtocol: wire.ProtocolVersion,
-		ServiceName: "echo", ClientCapabilities: wire.CapHandlePassing,
+		ServiceName: "echo", WantedVersion: "1.0.0", ClientCapabilities: wire.CapHandlePassing,
 	})
 	if err != nil {
 		fmt.Println(err)

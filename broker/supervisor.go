@@ -252,6 +252,22 @@ func (s *supervisor) newProc(def *servicedef.Definition) (*proc, error) {
 // spawn starts p and waits (up to its start timeout) for its registration.
 func (s *supervisor) spawn(p *proc, traceparent string) {
 	log := s.b.log.With("service", p.service, "version", p.version)
+	// The program is checked like the definition that names it: one that
+	// someone else could replace is not run. Nothing was started, so this
+	// does not count against the spawn budget: once fixed, the next Hello
+	// starts it.
+	if err := servicedef.CheckExecutable(p.def.Command[0]); errors.Is(err, servicedef.ErrUnsafeExecutable) {
+		var ee *servicedef.ExecError
+		errors.As(err, &ee)
+		s.b.metrics.spawn(p.service, "unsafe_executable")
+		log.Warn("backend not started: its program could be replaced by someone else",
+			"command", ee.Command, "path", ee.Path, "problem", ee.Problem, "reason", ee.Reason, "fix", ee.Fix)
+		p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+			reason:  fmt.Sprintf("%s@%s was not started: %v; fix: %s", p.service, p.version, err, ee.Fix),
+			details: map[string]string{"command": ee.Command, "unsafe_path": ee.Path, "problem": string(ee.Problem), "fix": ee.Fix}})
+		s.forget(p)
+		return
+	}
 	secret := make([]byte, 32)
 	if _, err := rand.Read(secret); err != nil {
 		p.markReady(&refusal{code: pb.ErrorCode_ERROR_INTERNAL, reason: "no randomness for the spawn secret: " + err.Error()})

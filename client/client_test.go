@@ -206,8 +206,8 @@ func TestFallbackReconnect(t *testing.T) {
 
 func TestNoHandoff(t *testing.T) {
 	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, h *pb.Hello) {
-		if h.GetClientCapabilities() != 0 {
-			fb.t.Errorf("NoHandoff client sent capabilities %#x", h.GetClientCapabilities())
+		if h.GetClientCapabilities()&wire.CapHandlePassing != 0 {
+			fb.t.Errorf("NoHandoff client sent CAP_HANDLE_PASSING: capabilities %#x", h.GetClientCapabilities())
 		}
 		write(c, replyBytes(fb.t, hf, negotiated(fb.pipeOf(), nil, 0)))
 	})
@@ -470,6 +470,12 @@ func TestInvalidArgument(t *testing.T) {
 		{"echo", []Option{Version("v1.2.3")}},
 		{"echo", []Option{TraceParent("\xff\xfe")}},
 		{"echo", []Option{TraceParent(strings.Repeat("0", 513))}},
+		// A broker drops an invalid traceparent, so the client refuses to
+		// send one rather than lose it silently.
+		{"echo", []Option{TraceParent(strings.ToUpper(traceParent))}},
+		{"echo", []Option{TraceParent(traceParent + "\x00")}},
+		{"echo", []Option{TraceParent(traceParent[:3] + strings.Repeat("0", 32) + traceParent[35:])}},
+		{"echo", []Option{TraceParent("not-a-traceparent")}},
 	} {
 		_, err := Dial(t.Context(), tc.service, append(tc.opts, Socket("/nonexistent/broker.sock"))...)
 		if !errors.Is(err, ErrInvalidArgument) {
@@ -684,5 +690,41 @@ func TestLastChance(t *testing.T) {
 	}
 	if string(fr.rest()) != "x" || fr.r != io.Reader(cc) {
 		t.Fatalf("rest %q, reader restored %v", fr.rest(), fr.r == io.Reader(cc))
+	}
+}
+
+// TestHelloWantedVersion: a Dial without Version never sends the empty
+// wanted_version v1 forbids; it asks for any version with the portier
+// extension bit. A Dial with Version sends exactly that, without the bit.
+func TestHelloWantedVersion(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		opts     []Option
+		wantVer  string
+		wantCaps uint64
+	}{
+		{"no Version", nil, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion},
+		{"empty Version", []Option{Version("")}, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion},
+		{"no Version, no handoff", []Option{NoHandoff()}, wire.AnyVersion, wire.CapAnyVersion},
+		{"Version", []Option{Version("1.2.3")}, "1.2.3", wire.CapHandlePassing},
+		{"Version, no handoff", []Option{Version("1.2.3-rc.1"), NoHandoff()}, "1.2.3-rc.1", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+				write(c, replyBytes(fb.t, hf, negotiated(fb.pipeOf(), nil, 0)))
+				drain(c)
+			})
+			c, err := Dial(t.Context(), "echo", append(tc.opts, Socket(e.fb.sock), HandshakeTimeout(ioTimeout))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			// checkHello has validated the Hello as a broker does.
+			_, h := e.fb.last()
+			if h.GetWantedVersion() != tc.wantVer || h.GetClientCapabilities() != tc.wantCaps {
+				t.Errorf("wanted_version %q capabilities %#x; want %q %#x",
+					h.GetWantedVersion(), h.GetClientCapabilities(), tc.wantVer, tc.wantCaps)
+			}
+		})
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
@@ -33,9 +32,6 @@ const (
 	// readAheadSize is the read-ahead buffer: room for Negotiated, the ready
 	// event and the backend's first reply in one read.
 	readAheadSize = 2048
-	// maxTraceParent bounds the caller's traceparent; a W3C version-00
-	// traceparent is 55 bytes, later versions may append fields.
-	maxTraceParent = 512
 )
 
 var (
@@ -56,15 +52,15 @@ var selfPID = uint32(os.Getpid())
 // newHello builds the Hello of a Dial and the request id of its frame.
 func newHello(service string, cfg config) (*pb.Hello, uint64) {
 	frameID := frameIDs.Add(1)
-	caps := wire.CapHandlePassing
-	if cfg.noHandoff {
-		caps = 0
+	wanted, caps := cfg.wantedVersion()
+	if !cfg.noHandoff {
+		caps |= wire.CapHandlePassing
 	}
 	return &pb.Hello{
 		ClientMinProtocol:  wire.ProtocolVersion,
 		ClientMaxProtocol:  wire.ProtocolVersion,
 		ServiceName:        service,
-		WantedVersion:      cfg.version,
+		WantedVersion:      wanted,
 		ClientCapabilities: caps,
 		RequestId:          idPrefix() + "-" + strconv.FormatUint(frameID, 16),
 		PeerPid:            selfPID,
@@ -79,8 +75,8 @@ func checkHello(h *pb.Hello, cfg config) error {
 	if r := wire.ValidateHello(h, 0); r != nil {
 		return fmt.Errorf("%w: %s", ErrInvalidArgument, r.GetReason())
 	}
-	if tp := cfg.traceParent; len(tp) > maxTraceParent || !utf8.ValidString(tp) {
-		return fmt.Errorf("%w: traceparent must be valid UTF-8 of at most %d bytes", ErrInvalidArgument, maxTraceParent)
+	if tp := cfg.traceParent; tp != "" && !wire.ValidTraceparent(tp) {
+		return fmt.Errorf("%w: traceparent %.80q is not a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>, lowercase, ids not all zero)", ErrInvalidArgument, tp)
 	}
 	return nil
 }

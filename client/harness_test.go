@@ -130,6 +130,9 @@ func (fb *fakeBroker) checkHello(hf *pb.Frame, h *pb.Hello) {
 	if r := wire.ValidateHello(h, os.Getpid()); r != nil {
 		t.Errorf("hello does not validate: %v", r.GetReason())
 	}
+	if tp := hf.GetTraceparent(); tp != "" && !wire.ValidTraceparent(tp) {
+		t.Errorf("hello frame carries an invalid traceparent %q", tp)
+	}
 	if h.GetClientMinProtocol() != 1 || h.GetClientMaxProtocol() != 1 {
 		t.Errorf("hello protocols %d..%d, want 1..1", h.GetClientMinProtocol(), h.GetClientMaxProtocol())
 	}

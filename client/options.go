@@ -1,6 +1,10 @@
 package client
 
-import "time"
+import (
+	"time"
+
+	"github.com/portier/portier/wire"
+)
 
 // Defaults of the timeouts Dial applies when the caller sets none.
 const (
@@ -49,9 +53,29 @@ func newConfig(opts []Option) config {
 // backend before its first request.
 func AwaitReady() Option { return func(c *config) { c.awaitReady = true } }
 
-// Version asks for a specific backend version (MAJOR.MINOR.PATCH[-pre]).
-// Without it the broker picks the version the service definition names.
+// Version asks for a specific backend version (MAJOR.MINOR.PATCH[-pre]); the
+// broker serves it when the service definition allows it (its version, or
+// its min_version / allow_versions policy) and refuses VERSION_BLOCKED
+// otherwise.
+//
+// Without Version (or with Version("")), Dial takes whatever version the
+// service definition names. Protocol v1 has no Hello for that: every Hello
+// must carry a valid wanted_version. So Dial sends wanted_version "0.0.0"
+// with the portier extension bit wire.CapAnyVersion, which tells a portier
+// broker to serve the defined version, whatever it is. A broker without the
+// extension (running-process v1) reads it as a client that wants 0.0.0:
+// served when its definition sets no minimum, VERSION_BLOCKED otherwise;
+// pass Version to reach such a broker's other versions.
 func Version(v string) Option { return func(c *config) { c.version = v } }
+
+// wantedVersion returns the Hello's wanted_version and the capability bits that go
+// with it.
+func (c *config) wantedVersion() (version string, caps uint64) {
+	if c.version == "" {
+		return wire.AnyVersion, wire.CapAnyVersion
+	}
+	return c.version, 0
+}
 
 // Socket sets the broker's endpoint. Without it Dial uses $PORTIER_SOCKET,
 // else $XDG_RUNTIME_DIR/portier/broker.sock, else
@@ -112,7 +136,11 @@ func HelloSkip() Option { return func(c *config) { c.helloSkip = true } }
 func EarlyData(b []byte) Option { return func(c *config) { c.earlyData = b } }
 
 // TraceParent sets the W3C traceparent carried in the Hello frame; the broker
-// propagates it to backends it spawns.
+// echoes it in its reply and puts it in the environment of a backend it
+// starts for this Hello (TRACEPARENT). It must be a valid W3C Trace Context
+// traceparent ("00-<32 hex>-<16 hex>-<2 hex>", lowercase, ids not all zero;
+// see wire.ValidTraceparent), else Dial fails with ErrInvalidArgument: a
+// broker drops an invalid one, so it would be lost silently.
 func TraceParent(tp string) Option { return func(c *config) { c.traceParent = tp } }
 
 // AutoStartConfig configures AutoStart. The zero value uses the defaults.

@@ -41,6 +41,26 @@ const (
 // connections (Hello) / the broker will attempt a handoff (Negotiated).
 const CapHandlePassing uint64 = 1 << 0
 
+// CapAnyVersion is a portier extension of the Hello's capability bits
+// (extensions use bit 16 and up, which a running-process v1 broker ignores;
+// bit 16 is kept for 0-RTT handoffs). It turns wanted_version from the
+// version the client wants into the lowest version it accepts: a portier
+// broker then serves whatever version the service definition names, provided
+// it is at least wanted_version, and does not apply the definition's
+// min_version or allow_versions (they judge clients that name a version).
+//
+// v1 requires a wanted_version in every Hello and has no value meaning "any
+// version", so portier's client sends this bit with wanted_version "0.0.0"
+// (AnyVersion) when it is given no version. A broker that does not know the
+// bit judges "0.0.0" like any other wanted_version: a running-process v1
+// broker serves it unless the definition sets a min_version, and refuses it
+// VERSION_BLOCKED otherwise.
+const CapAnyVersion uint64 = 1 << 17
+
+// AnyVersion is the wanted_version sent with CapAnyVersion by a client that
+// accepts every version.
+const AnyVersion = "0.0.0"
+
 // Sentinel errors for framing failures; the typed errors below match them
 // with errors.Is.
 var (

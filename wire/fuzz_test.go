@@ -102,7 +102,13 @@ func FuzzDecodeFrame(f *testing.F) {
 			if fr != nil {
 				t.Fatalf("frame %v returned with %v", fr, err)
 			}
-			checkRefusal(t, asViolation(t, err).Refused(), pb.ErrorCode_ERROR_PEER_REJECTED, pb.ErrorCode_ERROR_VERSION_UNSUPPORTED)
+			v := asViolation(t, err)
+			checkRefusal(t, v.Refused(), pb.ErrorCode_ERROR_PEER_REJECTED, pb.ErrorCode_ERROR_VERSION_UNSUPPORTED)
+			// Only the envelope version is a version error; a v1 peer that
+			// breaks a v1 rule is rejected.
+			if (v.Code == pb.ErrorCode_ERROR_VERSION_UNSUPPORTED) != (v.Field == "envelope_version") {
+				t.Fatalf("%v on field %q: only envelope_version is VERSION_UNSUPPORTED", v.Code, v.Field)
+			}
 			return
 		}
 		if err := wire.CheckEnvelope(fr); err != nil {
@@ -155,12 +161,19 @@ func FuzzValidateHello(f *testing.F) {
 			if r.GetDetails()["field"] == "" {
 				t.Fatalf("refusal names no field: %v", r)
 			}
+			// The protocol range is checked before anything else: a Hello
+			// outside it is VERSION_UNSUPPORTED whatever its other fields.
+			outside := h.GetClientMinProtocol() > wire.ProtocolVersion || h.GetClientMaxProtocol() < wire.ProtocolVersion ||
+				h.GetClientMinProtocol() > h.GetClientMaxProtocol()
+			if outside != (r.GetCode() == pb.ErrorCode_ERROR_VERSION_UNSUPPORTED) {
+				t.Fatalf("protocols %d..%d refused %v", h.GetClientMinProtocol(), h.GetClientMaxProtocol(), r)
+			}
 			return
 		}
 		switch {
 		case !wire.ValidServiceName(h.GetServiceName()):
 			t.Fatalf("accepted service_name %q", h.GetServiceName())
-		case h.GetWantedVersion() != "" && !wire.ValidVersion(h.GetWantedVersion()):
+		case !wire.ValidVersion(h.GetWantedVersion()):
 			t.Fatalf("accepted wanted_version %q", h.GetWantedVersion())
 		case len(h.GetClientVersion()) > wire.MaxClientVersion,
 			len(h.GetClientLibName()) > wire.MaxClientLib,
@@ -210,6 +223,45 @@ func FuzzDecodeHandoffOffer(f *testing.F) {
 	})
 }
 
+// FuzzTraceContext passes arbitrary trace context through TraceContext, as
+// a receiver does before echoing it or handing it to a backend. What comes
+// out is empty or valid: a W3C traceparent within its cap, of nothing but
+// lowercase hex and dashes (so never a NUL, a newline or a shell
+// metacharacter), with a tracestate only beside a valid traceparent; and a
+// response built from the frame carries exactly that.
+func FuzzTraceContext(f *testing.F) {
+	f.Fuzz(func(t *testing.T, traceparent, tracestate string) {
+		fr := &pb.Frame{Traceparent: traceparent, Tracestate: tracestate}
+		tp, ts := wire.TraceContext(fr)
+		if wire.ValidTraceparent(traceparent) != specTraceparent(traceparent) {
+			t.Fatalf("ValidTraceparent(%q) disagrees with the spec rule", traceparent)
+		}
+		switch {
+		case tp == "" && ts != "":
+			t.Fatalf("tracestate %q passed on without a traceparent", ts)
+		case tp != "" && (tp != traceparent || !wire.ValidTraceparent(tp) || len(tp) > wire.MaxTraceparent):
+			t.Fatalf("traceparent %q passed on as %q", traceparent, tp)
+		case ts != "" && (ts != tracestate || !wire.ValidTracestate(ts)):
+			t.Fatalf("tracestate %q passed on as %q", tracestate, ts)
+		case tp == "" && wire.ValidTraceparent(traceparent):
+			t.Fatalf("valid traceparent %q dropped", traceparent)
+		}
+		if strings.Trim(tp, "0123456789abcdef-") != "" {
+			t.Fatalf("traceparent %q passed on with a byte outside [0-9a-f-]", tp)
+		}
+		resp, err := wire.NewResponse(fr, wire.ProtocolControl, &pb.HelloReply{})
+		if err != nil {
+			t.Fatalf("response cannot be built: %v", err)
+		}
+		if resp.GetTraceparent() != tp || resp.GetTracestate() != ts {
+			t.Fatalf("response carries %q, %q; want %q, %q", resp.GetTraceparent(), resp.GetTracestate(), tp, ts)
+		}
+		if _, err := wire.EncodeFrame(resp); err != nil {
+			t.Fatalf("response cannot be encoded: %v", err)
+		}
+	})
+}
+
 // checkRefusal: a refusal has one of the allowed codes, a reason, the
 // broker's protocol range, and can be encoded (so it can be sent).
 func checkRefusal(t *testing.T, r *pb.Refused, codes ...pb.ErrorCode) {
@@ -227,7 +279,7 @@ func checkRefusal(t *testing.T, r *pb.Refused, codes ...pb.ErrorCode) {
 type fuzzSeed struct {
 	target string
 	name   string
-	args   []any // []byte, uint16 or int32, in the target's parameter order
+	args   []any // []byte, string, uint16 or int32, in the target's parameter order
 }
 
 // fuzzSeeds are the seed corpus under testdata/fuzz: every sample, its
@@ -288,6 +340,24 @@ func fuzzSeeds() []fuzzSeed {
 	add("FuzzValidateHello", "min-over-max", hello(func(h *pb.Hello) { h.ClientMinProtocol = 2 }), int32(4242))
 	add("FuzzValidateHello", "max-under-1", hello(func(h *pb.Hello) { h.ClientMinProtocol, h.ClientMaxProtocol = 0, 0 }), int32(4242))
 	add("FuzzValidateHello", "malformed", helloPayload[:len(helloPayload)-1], int32(4242))
+	add("FuzzValidateHello", "no-version", hello(func(h *pb.Hello) { h.WantedVersion = "" }), int32(4242))
+	add("FuzzValidateHello", "any-version", hello(func(h *pb.Hello) { h.WantedVersion, h.ClientCapabilities = wire.AnyVersion, wire.CapAnyVersion }), int32(4242))
+	add("FuzzValidateHello", "protocol-2-bad-name", hello(func(h *pb.Hello) { h.ClientMinProtocol, h.ClientMaxProtocol, h.ServiceName = 2, 2, "Echo" }), int32(4242))
+
+	// FuzzTraceContext: valid and invalid trace context of each kind.
+	tid, pid := sampleTraceparent[3:35], sampleTraceparent[36:52]
+	add("FuzzTraceContext", "valid", sampleTraceparent, sampleTracestate)
+	add("FuzzTraceContext", "empty", "", "")
+	add("FuzzTraceContext", "tracestate-alone", "", sampleTracestate)
+	add("FuzzTraceContext", "nul", sampleTraceparent[:10]+"\x00"+sampleTraceparent[11:], sampleTracestate)
+	add("FuzzTraceContext", "uppercase", strings.ToUpper(sampleTraceparent), "")
+	add("FuzzTraceContext", "zero-trace-id", "00-"+strings.Repeat("0", 32)+"-"+pid+"-01", "")
+	add("FuzzTraceContext", "zero-parent-id", "00-"+tid+"-"+strings.Repeat("0", 16)+"-01", "")
+	add("FuzzTraceContext", "version-ff", "ff-"+tid+"-"+pid+"-01", "")
+	add("FuzzTraceContext", "v00-tail", sampleTraceparent+"-00", "")
+	add("FuzzTraceContext", "later-version", "cc-"+tid+"-"+pid+"-01-abc", "")
+	add("FuzzTraceContext", "long", sampleTraceparent+strings.Repeat("a", 600), "")
+	add("FuzzTraceContext", "bad-tracestate", sampleTraceparent, "a=\n")
 
 	// FuzzDecodeHandoffOffer: valid offers and one per rule.
 	offer := func(mod func(o *pb.HandoffOffer)) []byte {
@@ -317,6 +387,8 @@ func marshalSeed(args []any) []byte {
 			fmt.Fprintf(&b, "uint16(%d)\n", a)
 		case int32:
 			fmt.Fprintf(&b, "int32(%d)\n", a)
+		case string:
+			fmt.Fprintf(&b, "string(%s)\n", quoteBytes([]byte(a)))
 		default:
 			panic(fmt.Sprintf("seed argument of type %T", a))
 		}

@@ -76,10 +76,25 @@ func violation(code pb.ErrorCode, field, format string, args ...any) *pb.Refused
 // ValidateHello checks every field of h and negotiates the protocol. It
 // returns nil when h is acceptable, else a ready-to-send Refused with a
 // stable code and a reason naming the field. kernelPID is the peer pid the
-// kernel reported, 0 when unknown. An empty wanted_version is accepted and
-// means "the version the service definition names".
+// kernel reported, 0 when unknown.
+//
+// The protocol range is checked first, so a client of another protocol
+// version is told VERSION_UNSUPPORTED whatever else its Hello holds (a
+// later protocol may well have other rules for the other fields). Then, in
+// order: service_name, wanted_version (required: v1 has no "any version"
+// value; see CapAnyVersion), the length caps, connection_id and peer_pid;
+// each of those is PEER_REJECTED.
 func ValidateHello(h *pb.Hello, kernelPID int) *pb.Refused {
 	const rej = pb.ErrorCode_ERROR_PEER_REJECTED
+	minP, maxP := h.GetClientMinProtocol(), h.GetClientMaxProtocol()
+	if minP > maxP {
+		return violation(pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, "client_min_protocol",
+			"client_min_protocol %d is greater than client_max_protocol %d", minP, maxP)
+	}
+	if minP > ProtocolVersion || maxP < ProtocolVersion {
+		return violation(pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, "client_max_protocol",
+			"client_min_protocol..client_max_protocol is %d..%d; this broker speaks protocol %d", minP, maxP, ProtocolVersion)
+	}
 	switch name := h.GetServiceName(); {
 	case name == "":
 		return violation(rej, "service_name", "service_name is empty; name the service to connect to")
@@ -88,13 +103,13 @@ func ValidateHello(h *pb.Hello, kernelPID int) *pb.Refused {
 	case !ValidServiceName(name):
 		return violation(rej, "service_name", "service_name %q must match [a-z0-9-]{1,64} (lowercase letters, digits, '-')", name)
 	}
-	if v := h.GetWantedVersion(); v != "" {
-		if len(v) > MaxVersion {
-			return violation(rej, "wanted_version", "wanted_version is %d bytes; at most %d are allowed", len(v), MaxVersion)
-		}
-		if !ValidVersion(v) {
-			return violation(rej, "wanted_version", "wanted_version %q is not a version of the form MAJOR.MINOR.PATCH[-prerelease]", v)
-		}
+	switch v := h.GetWantedVersion(); {
+	case v == "":
+		return violation(rej, "wanted_version", "wanted_version is empty; name the version you want as MAJOR.MINOR.PATCH[-prerelease]")
+	case len(v) > MaxVersion:
+		return violation(rej, "wanted_version", "wanted_version is %d bytes; at most %d are allowed", len(v), MaxVersion)
+	case !ValidVersion(v):
+		return violation(rej, "wanted_version", "wanted_version %q is not a version of the form MAJOR.MINOR.PATCH[-prerelease]", v)
 	}
 	for _, f := range []struct {
 		name string
@@ -118,15 +133,6 @@ func ValidateHello(h *pb.Hello, kernelPID int) *pb.Refused {
 	}
 	if p := h.GetPeerPid(); p != 0 && kernelPID != 0 && int64(p) != int64(kernelPID) {
 		return violation(rej, "peer_pid", "peer_pid %d does not match the connecting process (pid %d)", p, kernelPID)
-	}
-	minP, maxP := h.GetClientMinProtocol(), h.GetClientMaxProtocol()
-	if minP > maxP {
-		return violation(pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, "client_min_protocol",
-			"client_min_protocol %d is greater than client_max_protocol %d", minP, maxP)
-	}
-	if minP > ProtocolVersion || maxP < ProtocolVersion {
-		return violation(pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, "client_max_protocol",
-			"client_min_protocol..client_max_protocol is %d..%d; this broker speaks protocol %d", minP, maxP, ProtocolVersion)
 	}
 	return nil
 }

@@ -39,7 +39,10 @@ func TestValidateHello(t *testing.T) {
 		field string
 	}{
 		{"sample", func(*pb.Hello, *int) {}, accepted, ""},
-		{"minimal", func(h *pb.Hello, _ *int) { *h = pb.Hello{ServiceName: "a", ClientMaxProtocol: 1} }, accepted, ""},
+		{"minimal", func(h *pb.Hello, _ *int) {
+			*h = pb.Hello{ServiceName: "a", WantedVersion: "0.0.0", ClientMaxProtocol: 1}
+		}, accepted, ""},
+		{"minimal without a version", func(h *pb.Hello, _ *int) { *h = pb.Hello{ServiceName: "a", ClientMaxProtocol: 1} }, rejected, "wanted_version"},
 
 		// service_name: [a-z0-9-]{1,64}
 		{"name 64 chars", func(h *pb.Hello, _ *int) { h.ServiceName = rep("a", 64) }, accepted, ""},
@@ -57,7 +60,10 @@ func TestValidateHello(t *testing.T) {
 		{"name digits and dashes", func(h *pb.Hello, _ *int) { h.ServiceName = "-0-9-" }, accepted, ""},
 
 		// wanted_version: ^[0-9]+\.[0-9]+\.[0-9]+(-[a-z0-9.]+)?$, at most 64
-		{"version empty means the configured one", func(h *pb.Hello, _ *int) { h.WantedVersion = "" }, accepted, ""},
+		// v1 requires it: an empty one is not "the configured one".
+		{"version empty", func(h *pb.Hello, _ *int) { h.WantedVersion = "" }, rejected, "wanted_version"},
+		{"version empty with CapAnyVersion", func(h *pb.Hello, _ *int) { h.WantedVersion, h.ClientCapabilities = "", wire.CapAnyVersion }, rejected, "wanted_version"},
+		{"AnyVersion with CapAnyVersion", func(h *pb.Hello, _ *int) { h.WantedVersion, h.ClientCapabilities = wire.AnyVersion, wire.CapAnyVersion }, accepted, ""},
 		{"version 0.0.0", func(h *pb.Hello, _ *int) { h.WantedVersion = "0.0.0" }, accepted, ""},
 		{"version leading zeros (the pattern allows them)", func(h *pb.Hello, _ *int) { h.WantedVersion = "01.002.0003" }, accepted, ""},
 		{"version big numbers", func(h *pb.Hello, _ *int) { h.WantedVersion = "12345678901234567890.1.2" }, accepted, ""},
@@ -122,7 +128,13 @@ func TestValidateHello(t *testing.T) {
 		{"version before lengths", func(h *pb.Hello, _ *int) { h.WantedVersion, h.ClientVersion = "v1", rep("v", 200) }, rejected, "wanted_version"},
 		{"lengths before connection_id", func(h *pb.Hello, _ *int) { h.ClientLibName, h.ConnectionId = rep("n", 65), 5 }, rejected, "client_lib_name"},
 		{"connection_id before pid", func(h *pb.Hello, k *int) { h.ConnectionId = 5; *k = 1 }, rejected, "connection_id"},
-		{"pid before protocol", func(h *pb.Hello, k *int) { h.ClientMinProtocol = 7; *k = 1 }, rejected, "peer_pid"},
+		// The protocol range comes first: a client of another protocol
+		// version is told so, whatever else its Hello holds.
+		{"protocol before pid", func(h *pb.Hello, k *int) { h.ClientMinProtocol, h.ClientMaxProtocol = 2, 2; *k = 1 }, unsupported, "client_max_protocol"},
+		{"protocol before name", func(h *pb.Hello, _ *int) { h.ClientMinProtocol, h.ClientMaxProtocol, h.ServiceName = 2, 2, "NOT valid" }, unsupported, "client_max_protocol"},
+		{"protocol before version", func(h *pb.Hello, _ *int) { h.ClientMinProtocol, h.ClientMaxProtocol, h.WantedVersion = 2, 2, "" }, unsupported, "client_max_protocol"},
+		{"protocol of an empty Hello", func(h *pb.Hello, _ *int) { *h = pb.Hello{} }, unsupported, "client_max_protocol"},
+		{"min > max before name", func(h *pb.Hello, _ *int) { h.ClientMinProtocol, h.ClientMaxProtocol, h.ServiceName = 1, 0, "" }, unsupported, "client_min_protocol"},
 	}
 	if len(cases) < 30 {
 		t.Fatalf("only %d cases", len(cases))
@@ -171,7 +183,7 @@ func TestValidateHello(t *testing.T) {
 
 func TestValidateHelloNil(t *testing.T) {
 	r := wire.ValidateHello(nil, 0)
-	if r == nil || r.GetCode() != pb.ErrorCode_ERROR_PEER_REJECTED || r.GetDetails()["field"] != "service_name" {
+	if r == nil || r.GetCode() != pb.ErrorCode_ERROR_VERSION_UNSUPPORTED || r.GetDetails()["field"] != "client_max_protocol" {
 		t.Errorf("ValidateHello(nil) = %v", r)
 	}
 }

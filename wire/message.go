@@ -58,9 +58,9 @@ func NewRefused(code pb.ErrorCode, reason string, retryAfter time.Duration, deta
 // payload_encoding. An absent kind decodes as REQUEST. Unknown fields are
 // ignored. Errors are *Violation (or a protobuf decode error wrapped in one).
 func DecodeFrame(body []byte) (*pb.Frame, error) {
-	f := new(pb.Frame)
-	if err := proto.Unmarshal(body, f); err != nil {
-		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "malformed frame: " + err.Error()}
+	f, err := UnmarshalFrame(body)
+	if err != nil {
+		return nil, err
 	}
 	if err := CheckEnvelope(f); err != nil {
 		return nil, err
@@ -68,7 +68,23 @@ func DecodeFrame(body []byte) (*pb.Frame, error) {
 	return f, nil
 }
 
-// CheckEnvelope validates the envelope fields of a decoded frame.
+// UnmarshalFrame unmarshals a frame body without checking its envelope, for
+// a receiver that answers an envelope violation itself and must echo the
+// frame's request_id and trace context in that answer: it calls
+// CheckEnvelope next. The error is a PEER_REJECTED *Violation.
+func UnmarshalFrame(body []byte) (*pb.Frame, error) {
+	f := new(pb.Frame)
+	if err := proto.Unmarshal(body, f); err != nil {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "malformed frame: " + err.Error()}
+	}
+	return f, nil
+}
+
+// CheckEnvelope validates the envelope fields of a decoded frame. Only an
+// envelope_version other than 1 is VERSION_UNSUPPORTED (with the framing
+// byte, it is what a peer of another protocol generation differs in); a
+// bad kind, an unregistered payload_protocol or a compressed payload is
+// PEER_REJECTED: the peer speaks v1 and broke one of its rules.
 func CheckEnvelope(f *pb.Frame) error {
 	if f.GetEnvelopeVersion() != EnvelopeVersion {
 		return &Violation{Code: pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, Field: "envelope_version",
@@ -79,11 +95,11 @@ func CheckEnvelope(f *pb.Frame) error {
 			Reason: fmt.Sprintf("frame kind %d is not one of REQUEST, RESPONSE, EVENT, CANCEL", int32(k))}
 	}
 	if !KnownPayloadProtocol(f.GetPayloadProtocol()) {
-		return &Violation{Code: pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, Field: "payload_protocol",
+		return &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Field: "payload_protocol",
 			Reason: fmt.Sprintf("payload_protocol 0x%04x is not in the registry", f.GetPayloadProtocol())}
 	}
 	if e := f.GetPayloadEncoding(); e != pb.PayloadEncoding_PAYLOAD_ENCODING_NONE {
-		return &Violation{Code: pb.ErrorCode_ERROR_VERSION_UNSUPPORTED, Field: "payload_encoding",
+		return &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Field: "payload_encoding",
 			Reason: fmt.Sprintf("payload_encoding %d is not supported; send uncompressed payloads (NONE)", int32(e))}
 	}
 	return nil
@@ -120,24 +136,25 @@ func NewRequest(protocol uint32, requestID uint64, msg proto.Message) (*pb.Frame
 }
 
 // NewResponse builds the RESPONSE to req: it echoes req's request_id and its
-// trace context.
+// trace context as TraceContext passes it on (an invalid traceparent is
+// dropped, never echoed).
 func NewResponse(req *pb.Frame, protocol uint32, msg proto.Message) (*pb.Frame, error) {
 	f, err := newFrame(pb.FrameKind_FRAME_KIND_RESPONSE, protocol, req.GetRequestId(), msg)
 	if err != nil {
 		return nil, err
 	}
-	f.Traceparent, f.Tracestate = req.GetTraceparent(), req.GetTracestate()
+	f.Traceparent, f.Tracestate = TraceContext(req)
 	return f, nil
 }
 
 // NewEvent builds an EVENT frame. When cause is non-nil its trace context is
-// carried over.
+// carried over as TraceContext passes it on.
 func NewEvent(protocol uint32, requestID uint64, msg proto.Message, cause *pb.Frame) (*pb.Frame, error) {
 	f, err := newFrame(pb.FrameKind_FRAME_KIND_EVENT, protocol, requestID, msg)
 	if err != nil {
 		return nil, err
 	}
-	f.Traceparent, f.Tracestate = cause.GetTraceparent(), cause.GetTracestate()
+	f.Traceparent, f.Tracestate = TraceContext(cause)
 	return f, nil
 }
 

@@ -142,7 +142,8 @@ func frameBody(t *testing.T, f *pb.Frame) []byte {
 
 // TestDecodeFrameValidationOrder: envelope_version, then kind, then
 // payload_protocol, then payload_encoding; a frame breaking several rules
-// reports the first.
+// reports the first. Only envelope_version is a version error: the other
+// three are rules of v1 that a v1 peer broke.
 func TestDecodeFrameValidationOrder(t *testing.T) {
 	const (
 		unsupported = pb.ErrorCode_ERROR_VERSION_UNSUPPORTED
@@ -162,17 +163,17 @@ func TestDecodeFrameValidationOrder(t *testing.T) {
 		{"kind, protocol and encoding wrong", &pb.Frame{EnvelopeVersion: 1, Kind: 4, PayloadProtocol: 0x1234, PayloadEncoding: zstd}, rejected, "kind"},
 		{"negative kind", &pb.Frame{EnvelopeVersion: 1, Kind: -1}, rejected, "kind"},
 		{"kind max int32", &pb.Frame{EnvelopeVersion: 1, Kind: math.MaxInt32}, rejected, "kind"},
-		{"protocol and encoding wrong", &pb.Frame{EnvelopeVersion: 1, Kind: 1, PayloadProtocol: 0x1234, PayloadEncoding: zstd}, unsupported, "payload_protocol"},
-		{"protocol 0x0001", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0x0001}, unsupported, "payload_protocol"},
-		{"protocol 0x6fff", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0x6fff}, unsupported, "payload_protocol"},
-		{"protocol 0x7f00", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0x7f00}, unsupported, "payload_protocol"},
-		{"protocol 0xefff", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0xefff}, unsupported, "payload_protocol"},
-		{"protocol 0x10000", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0x10000}, unsupported, "payload_protocol"},
-		{"encoding ZSTD", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: zstd}, unsupported, "payload_encoding"},
-		{"encoding SNAPPY", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: pb.PayloadEncoding_PAYLOAD_ENCODING_SNAPPY}, unsupported, "payload_encoding"},
-		{"encoding LZ4", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: pb.PayloadEncoding_PAYLOAD_ENCODING_LZ4}, unsupported, "payload_encoding"},
-		{"encoding 99", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: 99}, unsupported, "payload_encoding"},
-		{"encoding -1", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: -1}, unsupported, "payload_encoding"},
+		{"protocol and encoding wrong", &pb.Frame{EnvelopeVersion: 1, Kind: 1, PayloadProtocol: 0x1234, PayloadEncoding: zstd}, rejected, "payload_protocol"},
+		{"protocol 0x0001", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0x0001}, rejected, "payload_protocol"},
+		{"protocol 0x6fff", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0x6fff}, rejected, "payload_protocol"},
+		{"protocol 0x7f00", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0x7f00}, rejected, "payload_protocol"},
+		{"protocol 0xefff", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0xefff}, rejected, "payload_protocol"},
+		{"protocol 0x10000", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: 0x10000}, rejected, "payload_protocol"},
+		{"encoding ZSTD", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: zstd}, rejected, "payload_encoding"},
+		{"encoding SNAPPY", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: pb.PayloadEncoding_PAYLOAD_ENCODING_SNAPPY}, rejected, "payload_encoding"},
+		{"encoding LZ4", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: pb.PayloadEncoding_PAYLOAD_ENCODING_LZ4}, rejected, "payload_encoding"},
+		{"encoding 99", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: 99}, rejected, "payload_encoding"},
+		{"encoding -1", &pb.Frame{EnvelopeVersion: 1, PayloadEncoding: -1}, rejected, "payload_encoding"},
 		{"REQUEST control", &pb.Frame{EnvelopeVersion: 1, PayloadProtocol: wire.ProtocolControl}, ok, ""},
 		{"RESPONSE admin", &pb.Frame{EnvelopeVersion: 1, Kind: 1, PayloadProtocol: wire.ProtocolAdmin}, ok, ""},
 		{"EVENT handoff", &pb.Frame{EnvelopeVersion: 1, Kind: 2, PayloadProtocol: wire.ProtocolHandoff}, ok, ""},

@@ -415,7 +415,8 @@ func holdHellos(in *bufio.Reader, out io.Writer, socket, service string, n int) 
 			ClientMinProtocol:  wire.ProtocolVersion,
 			ClientMaxProtocol:  wire.ProtocolVersion,
 			ServiceName:        service,
-			ClientCapabilities: wire.CapHandlePassing,
+			WantedVersion:      wire.AnyVersion, // whatever the definition names (v1 requires a version)
+			ClientCapabilities: wire.CapHandlePassing | wire.CapAnyVersion,
 			RequestId:          "bench-hold-" + strconv.Itoa(os.Getpid()) + "-" + strconv.Itoa(i),
 			PeerPid:            uint32(os.Getpid()),
 			ClientLibName:      "portier-bench",

@@ -8,8 +8,8 @@
 // PORTIER_VERSION (the definition it was started for), PORTIER_BROKER (the
 // socket to register on), PORTIER_BACKEND_ENDPOINT (where it must listen),
 // PORTIER_SPAWN_SECRET (the per-spawn secret, hex, that it presents when it
-// registers) and, when the Hello that started it carried one, TRACEPARENT
-// (W3C trace context). The broker removes every inherited variable of this
+// registers) and, when the Hello that started it carried a valid one,
+// TRACEPARENT (W3C trace context). The broker removes every inherited variable of this
 // contract, and of systemd socket activation (LISTEN_*), from the child's
 // environment, so a child sees only the values the broker set. A backend
 // removes the secret from its own environment once it has read it
@@ -69,7 +69,11 @@ func (e *Env) Vars() []string {
 		Endpoint + "=" + e.Endpoint,
 		SpawnSecret + "=" + hex.EncodeToString(e.Secret),
 	}
-	if e.TraceParent != "" {
+	// The broker drops an invalid traceparent when it reads the Hello;
+	// checked again here because a value that reaches the environment
+	// unchecked can make exec fail (a NUL) and so lock the service for
+	// everyone through the start budget.
+	if e.TraceParent != "" && wire.ValidTraceparent(e.TraceParent) {
 		vars = append(vars, TraceParent+"="+e.TraceParent)
 	}
 	return vars
@@ -88,6 +92,9 @@ func Decode(getenv func(string) string) (*Env, error) {
 	}
 	if e.Broker == "" {
 		return nil, nil
+	}
+	if !wire.ValidTraceparent(e.TraceParent) {
+		e.TraceParent = "" // W3C: an invalid traceparent restarts the trace
 	}
 	raw := getenv(SpawnSecret)
 	secret, err := hex.DecodeString(raw)

@@ -37,6 +37,24 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// TestInvalidTraceParentNeverPassedOn: an invalid traceparent (a NUL, which
+// would make exec fail, or any other W3C violation) is neither put in a
+// child's environment nor read from one.
+func TestInvalidTraceParentNeverPassedOn(t *testing.T) {
+	const valid = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	for _, tp := range []string{valid[:20] + "\x00" + valid[21:], strings.ToUpper(valid), valid + "-x", "garbage"} {
+		in := Env{Service: "echo", Version: "1.0.0", Broker: "/b", Endpoint: "/e", Secret: []byte{1}, TraceParent: tp}
+		vars := in.Vars()
+		if slices.ContainsFunc(vars, func(kv string) bool { return strings.HasPrefix(kv, TraceParent+"=") }) {
+			t.Errorf("traceparent %q put in the environment", tp)
+		}
+		out, err := Decode(lookup(append(vars, TraceParent+"="+tp)))
+		if err != nil || out.TraceParent != "" {
+			t.Errorf("traceparent %q read back as %q (%v)", tp, traceOf(out), err)
+		}
+	}
+}
+
 // TestStrip: inherited contract and socket-activation variables never reach
 // a child; everything else does.
 func TestStrip(t *testing.T) {
@@ -99,4 +117,11 @@ func TestFromProcessRemovesSecret(t *testing.T) {
 			t.Fatalf("service %q: %s is still set (%q)", service, SpawnSecret, v)
 		}
 	}
+}
+
+func traceOf(e *Env) string {
+	if e == nil {
+		return ""
+	}
+	return e.TraceParent
 }
