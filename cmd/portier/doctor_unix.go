@@ -92,6 +92,20 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 			bad(fmt.Sprintf("service %s: command %s is not an executable file", e.Name, exe), "fix command[0] in "+e.Def.File)
 			continue
 		}
+		// The broker refuses to start a program someone else could
+		// replace; say so before a client finds out.
+		var ee *servicedef.ExecError
+		if err := servicedef.CheckExecutable(exe); errors.As(err, &ee) {
+			where := ee.Path
+			if where != exe {
+				where = exe + ": " + where
+			}
+			bad(fmt.Sprintf("service %s: the broker will not start %s %s (BACKEND_SPAWN_FAILED)", e.Name, where, ee.Reason), ee.Fix)
+			continue
+		} else if err != nil {
+			bad(fmt.Sprintf("service %s: command %s: %v", e.Name, exe, err), "fix command[0] in "+e.Def.File)
+			continue
+		}
 		ok("service %s@%s (%s)", e.Name, e.Def.Version, exe)
 	}
 

@@ -77,3 +77,44 @@ func TestDoctorSymlinkedServicesDir(t *testing.T) {
 		t.Errorf("fix for a symlinked services directory: %q\n%s", fix, out)
 	}
 }
+
+// A program in a directory others can write is flagged, with the chmod
+// that fixes it; the broker refuses to start it until then.
+func TestDoctorUnsafeExecutable(t *testing.T) {
+	checkCLILeaks(t)
+	dir := cliTempDir(t)
+	svc := filepath.Join(dir, "services")
+	bin := filepath.Join(dir, "bin")
+	for _, d := range []string{svc, bin} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exe := filepath.Join(bin, "backend")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(svc, "svc.toml"), []byte("name = \"svc\"\nversion = \"1.0.0\"\ncommand = [\""+exe+"\"]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doctor := func() (int, string) {
+		code, out, _ := runCmd("doctor", "--socket", filepath.Join(dir, "broker.sock"), "--services", svc)
+		return code, out
+	}
+	if _, out := doctor(); !strings.Contains(out, "ok       service svc@1.0.0") {
+		t.Fatalf("safe program not ok:\n%s", out)
+	}
+	for path, want := range map[string]string{bin: "fix: chmod go-w " + bin, exe: "fix: chmod go-w " + exe} {
+		if err := os.Chmod(path, 0o777); err != nil {
+			t.Fatal(err)
+		}
+		code, out := doctor()
+		if code != exitFailure || !strings.Contains(out, "PROBLEM  service svc: the broker will not start") ||
+			!strings.Contains(out, want) || !strings.Contains(out, "mode 0777") {
+			t.Errorf("doctor with %s mode 0777 = %d:\n%s", path, code, out)
+		}
+		if err := os.Chmod(path, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
