@@ -8,7 +8,7 @@
 // peer input.
 //
 // The format is byte-compatible with the running-process v1 broker envelope
-// (see PROTOCOL.md). Frames are read with exact-length reads only: ReadFrame
+// (see docs/PROTOCOL.md). Frames are read with exact-length reads only: ReadFrame
 // never consumes a byte past the frame it returns, so bytes a client
 // pipelines after its Hello stay in the socket for whoever owns it next.
 //
@@ -19,5 +19,5 @@
 //
 // and likewise for FuzzDecodeFrame, FuzzValidateHello,
 // FuzzDecodeHandoffOffer, FuzzDecodeBackendControl, FuzzDecodeAdminRequest,
-// FuzzDecodeAdminResponse and FuzzDecodeHelloReply.
+// FuzzDecodeAdminResponse, FuzzDecodeHelloReply and FuzzTraceContext.
 package wire

@@ -11,7 +11,7 @@ import (
 	pb "github.com/portier/portier/wire/portierv1"
 )
 
-// The rules of PROTOCOL.md as regular expressions: the hand-written
+// The rules of docs/PROTOCOL.md as regular expressions: the hand-written
 // validators must agree with them exactly (leading zeros included, which
 // the version pattern allows).
 var (
