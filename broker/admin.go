@@ -44,6 +44,20 @@ func (b *Broker) serveAdmin(c net.Conn, f *pb.Frame) {
 	_ = wire.WriteFrame(c, out)
 }
 
+// stateName is the backend's state as `portier status` and the metrics
+// name it.
+func (p *proc) stateName() string {
+	switch {
+	case p.quiesced.Load():
+		return "quiescing"
+	case p.isReady() && p.control() != nil:
+		return "registered"
+	case p.isReady():
+		return "ready"
+	}
+	return "starting"
+}
+
 func (b *Broker) status() *pb.Status {
 	now := time.Now()
 	st := &pb.Status{
@@ -53,17 +67,10 @@ func (b *Broker) status() *pb.Status {
 		Connections: b.metrics.connTotal.Load(),
 		Handoffs:    b.metrics.handoffTotal.Load(),
 		Fallbacks:   b.metrics.fallbackTotal.Load(),
+		ServicesDir: b.cfg.ServicesDir,
+		StateDir:    b.cfg.StateDir,
 	}
 	for _, p := range b.sup.snapshot() {
-		state := "starting"
-		switch {
-		case p.quiesced.Load():
-			state = "quiescing"
-		case p.isReady() && p.control() != nil:
-			state = "registered"
-		case p.isReady():
-			state = "ready"
-		}
 		ctrl := p.control()
 		st.Backends = append(st.Backends, &pb.BackendStatus{
 			ServiceName:    p.service,
@@ -73,7 +80,7 @@ func (b *Broker) status() *pb.Status {
 			Endpoint:       p.endpoint,
 			HandoffCapable: ctrl != nil && ctrl.handoffCapable,
 			Connections:    p.routed.Load(),
-			State:          state,
+			State:          p.stateName(),
 		})
 	}
 	sort.Slice(st.Backends, func(i, j int) bool {

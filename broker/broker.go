@@ -55,6 +55,20 @@ type Config struct {
 	// ReadoptWait bounds how long a Hello waits for a backend recorded by a
 	// previous broker to re-register before a new one is started (default 2 s).
 	ReadoptWait time.Duration
+	// Listener, when set, is a listening socket someone else bound, such as
+	// one systemd hands over by socket activation; Serve serves it instead
+	// of binding Socket. Its directory must be private, as Socket's must;
+	// Serve takes the singleton lock beside it, owns the listener from then
+	// on, and never removes the socket file, which belongs to whoever bound
+	// it. Socket may be empty (it is taken from the listener) or must name
+	// the same path.
+	Listener *net.UnixListener
+	// OnReady, when set, is called once the broker accepts connections;
+	// `portier serve` sends systemd's READY=1 from it.
+	OnReady func()
+	// OnStopping, when set, is called when the broker begins to shut down;
+	// `portier serve` sends systemd's STOPPING=1 from it.
+	OnStopping func()
 }
 
 func (c *Config) setDefaults() {
@@ -162,6 +176,9 @@ func (g *flightGroup) wait(d time.Duration) bool {
 
 // New validates cfg and builds a broker; Serve starts it.
 func New(cfg Config) (*Broker, error) {
+	if err := cfg.socketFromListener(); err != nil {
+		return nil, err
+	}
 	if cfg.Socket == "" {
 		return nil, errors.New("broker: Config.Socket is empty")
 	}
@@ -190,16 +207,19 @@ func New(cfg Config) (*Broker, error) {
 // program (the demo, tests) can connect without polling.
 func (b *Broker) Listening() <-chan struct{} { return b.listening }
 
-// Serve binds the socket (singleton), re-adopts backends recorded by a
-// previous broker and serves until ctx is done. Then it stops accepting,
+// Serve binds the socket (singleton), or adopts Config.Listener, re-adopts
+// backends recorded by a previous broker and serves until ctx is done. Then it stops accepting,
 // answers Hellos already read with SHUTTING_DOWN, waits for in-flight
 // handoffs (at most ShutdownGrace) and returns nil, leaving backends running
 // for the next broker. A live broker on the socket yields ErrAlreadyRunning.
 func (b *Broker) Serve(ctx context.Context) error {
 	if err := ipc.EnsurePrivateDir(b.cfg.StateDir); err != nil {
+		if b.cfg.Listener != nil {
+			b.cfg.Listener.Close() // Serve owns it, as documented
+		}
 		return fmt.Errorf("broker: state directory: %w", err)
 	}
-	ln, err := ipc.ListenSingleton(b.cfg.Socket)
+	ln, err := b.listen()
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
@@ -216,8 +236,14 @@ func (b *Broker) Serve(ctx context.Context) error {
 
 	acceptDone := make(chan struct{})
 	go func() { defer close(acceptDone); b.acceptLoop(ln) }()
+	if b.cfg.OnReady != nil {
+		b.cfg.OnReady()
+	}
 	<-ctx.Done()
 
+	if b.cfg.OnStopping != nil {
+		b.cfg.OnStopping()
+	}
 	b.shutting.Store(true)
 	b.log.Info("broker shutting down")
 	ln.Close()

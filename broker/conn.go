@@ -238,13 +238,13 @@ func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 		return
 	}
 	if !versionAllowed(def, h) {
-		b.refuse(c, f, pb.ErrorCode_ERROR_VERSION_BLOCKED, versionBlockedReason(def, h),
+		b.refuseFor(c, f, def.Name, pb.ErrorCode_ERROR_VERSION_BLOCKED, versionBlockedReason(def, h),
 			versionRetryAfter, map[string]string{"available_version": def.Version})
 		return
 	}
 	p, err := b.sup.acquire(def, f.GetTraceparent())
 	if err != nil {
-		b.refuseErr(c, f, err)
+		b.refuseErrFor(c, f, def.Name, err)
 		return
 	}
 	serve := func() { b.route(c, f, h, def, p) }
@@ -253,7 +253,7 @@ func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 		return
 	}
 	b.whenReadyBy(p, deadline, serve, func() {
-		b.refuse(c, f, pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+		b.refuseFor(c, f, def.Name, pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
 			fmt.Sprintf("%s@%s was not ready by the Hello's deadline (deadline_unix_ms %d); it is still starting, so retry",
 				p.service, p.version, f.GetDeadlineUnixMs()),
 			time.Second, map[string]string{"deadline_unix_ms": strconv.FormatUint(f.GetDeadlineUnixMs(), 10)})
@@ -291,7 +291,7 @@ func (b *Broker) whenReadyBy(p *proc, deadline time.Time, serve, expire func()) 
 // runs its handoff.
 func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicedef.Definition, p *proc) {
 	if p.readyErr != nil {
-		b.refuseErr(c, f, p.readyErr)
+		b.refuseErrFor(c, f, def.Name, p.readyErr)
 		return
 	}
 	connID := b.connIDs.Add(1)
@@ -325,13 +325,13 @@ func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicede
 		c.Close()
 		if attempt != nil {
 			out := attempt.Abandon(handoff.ReasonTransferFailed, "write Negotiated: "+err.Error())
-			b.metrics.handoff(out)
+			b.metrics.handoff(def.Name, out)
 			b.inflight.Done()
 		}
 		return
 	}
 	if attempt == nil {
-		b.metrics.route("reconnect", decision.Reason.String())
+		b.metrics.route(def.Name, "reconnect", decision.Reason.String())
 		b.log.Debug("hello routed", "conn", connID, "service", def.Name, "route", "reconnect", "reason", decision.Reason.String())
 		c.Close()
 		return
@@ -341,7 +341,7 @@ func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicede
 	// the outcome is known. The worker is free as soon as the offer is out.
 	ctrl.startHandoff(attempt, c, func(out handoff.Outcome) {
 		c.Close()
-		b.metrics.handoff(out)
+		b.metrics.handoff(def.Name, out)
 		b.inflight.Done()
 		if out.Completed {
 			b.log.Debug("hello routed", "conn", connID, "service", def.Name, "route", "handoff")
@@ -414,29 +414,45 @@ type refusal struct {
 func (r *refusal) Error() string { return r.code.String() + ": " + r.reason }
 
 func (b *Broker) refuseErr(c net.Conn, req *pb.Frame, err error) {
+	b.refuseErrFor(c, req, "", err)
+}
+
+// refuseErrFor is refuseErr for a Hello whose service resolved to a
+// definition: the refusal is counted under that service.
+func (b *Broker) refuseErrFor(c net.Conn, req *pb.Frame, service string, err error) {
 	var rf *refusal
 	var v *wire.Violation
 	switch {
 	case errors.As(err, &rf):
-		b.refuse(c, req, rf.code, rf.reason, rf.retryAfter, rf.details)
+		b.refuseFor(c, req, service, rf.code, rf.reason, rf.retryAfter, rf.details)
 	case errors.As(err, &v):
-		b.reply(c, req, v.Refused(), nil)
+		b.replyFor(c, req, service, v.Refused(), nil)
 	default:
-		b.refuse(c, req, pb.ErrorCode_ERROR_INTERNAL, err.Error(), time.Second, nil)
+		b.refuseFor(c, req, service, pb.ErrorCode_ERROR_INTERNAL, err.Error(), time.Second, nil)
 	}
 }
 
 func (b *Broker) refuse(c net.Conn, req *pb.Frame, code pb.ErrorCode, reason string, retryAfter time.Duration, details map[string]string) {
-	b.reply(c, req, wire.NewRefused(code, reason, retryAfter, details), nil)
+	b.refuseFor(c, req, "", code, reason, retryAfter, details)
+}
+
+// refuseFor is refuse, counted under service (see refuseErrFor).
+func (b *Broker) refuseFor(c net.Conn, req *pb.Frame, service string, code pb.ErrorCode, reason string, retryAfter time.Duration, details map[string]string) {
+	b.replyFor(c, req, service, wire.NewRefused(code, reason, retryAfter, details), nil)
 }
 
 // reply writes a HelloReply (refused or negotiated) under a deadline. A
 // refusal also closes the connection.
 func (b *Broker) reply(c net.Conn, req *pb.Frame, refused *pb.Refused, neg *pb.Negotiated) error {
+	return b.replyFor(c, req, "", refused, neg)
+}
+
+// replyFor is reply, counting a refusal under service (see refuseErrFor).
+func (b *Broker) replyFor(c net.Conn, req *pb.Frame, service string, refused *pb.Refused, neg *pb.Negotiated) error {
 	hr := &pb.HelloReply{}
 	if refused != nil {
 		hr.Result = &pb.HelloReply_Refused{Refused: refused}
-		b.metrics.refused(refused.GetCode())
+		b.metrics.refused(service, refused.GetCode())
 		b.log.Debug("hello refused", "code", refused.GetCode().String(), "reason", refused.GetReason())
 		defer c.Close()
 	} else {

@@ -281,14 +281,19 @@ func (*AdminResponse_Refused) isAdminResponse_Result() {}
 
 // Status describes the broker and its live backends.
 type Status struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	BrokerPid     uint32                 `protobuf:"varint,1,opt,name=broker_pid,json=brokerPid,proto3" json:"broker_pid,omitempty"`
-	UptimeMs      uint64                 `protobuf:"varint,2,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
-	Socket        string                 `protobuf:"bytes,3,opt,name=socket,proto3" json:"socket,omitempty"`
-	Backends      []*BackendStatus       `protobuf:"bytes,4,rep,name=backends,proto3" json:"backends,omitempty"`
-	Connections   uint64                 `protobuf:"varint,5,opt,name=connections,proto3" json:"connections,omitempty"`
-	Handoffs      uint64                 `protobuf:"varint,6,opt,name=handoffs,proto3" json:"handoffs,omitempty"`
-	Fallbacks     uint64                 `protobuf:"varint,7,opt,name=fallbacks,proto3" json:"fallbacks,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	BrokerPid   uint32                 `protobuf:"varint,1,opt,name=broker_pid,json=brokerPid,proto3" json:"broker_pid,omitempty"`
+	UptimeMs    uint64                 `protobuf:"varint,2,opt,name=uptime_ms,json=uptimeMs,proto3" json:"uptime_ms,omitempty"`
+	Socket      string                 `protobuf:"bytes,3,opt,name=socket,proto3" json:"socket,omitempty"`
+	Backends    []*BackendStatus       `protobuf:"bytes,4,rep,name=backends,proto3" json:"backends,omitempty"`
+	Connections uint64                 `protobuf:"varint,5,opt,name=connections,proto3" json:"connections,omitempty"`
+	Handoffs    uint64                 `protobuf:"varint,6,opt,name=handoffs,proto3" json:"handoffs,omitempty"`
+	Fallbacks   uint64                 `protobuf:"varint,7,opt,name=fallbacks,proto3" json:"fallbacks,omitempty"`
+	// The directory the broker reads service definitions from, so that
+	// `portier services` and `portier doctor` look where the broker looks.
+	ServicesDir string `protobuf:"bytes,8,opt,name=services_dir,json=servicesDir,proto3" json:"services_dir,omitempty"`
+	// The directory of the broker's state file and backend logs.
+	StateDir      string `protobuf:"bytes,9,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -370,6 +375,20 @@ func (x *Status) GetFallbacks() uint64 {
 		return x.Fallbacks
 	}
 	return 0
+}
+
+func (x *Status) GetServicesDir() string {
+	if x != nil {
+		return x.ServicesDir
+	}
+	return ""
+}
+
+func (x *Status) GetStateDir() string {
+	if x != nil {
+		return x.StateDir
+	}
+	return ""
 }
 
 type BackendStatus struct {
@@ -504,7 +523,7 @@ const file_portier_v1_admin_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\v2\x12.portier.v1.StatusH\x00R\x06status\x12#\n" +
 	"\fmetrics_text\x18\x02 \x01(\tH\x00R\vmetricsText\x12/\n" +
 	"\arefused\x18\x03 \x01(\v2\x13.portier.v1.RefusedH\x00R\arefusedB\b\n" +
-	"\x06result\"\xef\x01\n" +
+	"\x06result\"\xaf\x02\n" +
 	"\x06Status\x12\x1d\n" +
 	"\n" +
 	"broker_pid\x18\x01 \x01(\rR\tbrokerPid\x12\x1b\n" +
@@ -513,7 +532,9 @@ const file_portier_v1_admin_proto_rawDesc = "" +
 	"\bbackends\x18\x04 \x03(\v2\x19.portier.v1.BackendStatusR\bbackends\x12 \n" +
 	"\vconnections\x18\x05 \x01(\x04R\vconnections\x12\x1a\n" +
 	"\bhandoffs\x18\x06 \x01(\x04R\bhandoffs\x12\x1c\n" +
-	"\tfallbacks\x18\a \x01(\x04R\tfallbacks\"\xb2\x02\n" +
+	"\tfallbacks\x18\a \x01(\x04R\tfallbacks\x12!\n" +
+	"\fservices_dir\x18\b \x01(\tR\vservicesDir\x12\x1b\n" +
+	"\tstate_dir\x18\t \x01(\tR\bstateDir\"\xb2\x02\n" +
 	"\rBackendStatus\x12!\n" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x10\n" +
