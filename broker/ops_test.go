@@ -5,6 +5,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/backend"
 	"github.com/portier/portier/client"
 	"github.com/portier/portier/internal/fdcount"
 	dto "github.com/prometheus/client_model/go"
@@ -348,4 +350,46 @@ func TestHandedOverListenerChecks(t *testing.T) {
 
 func (h *harness) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// TestBackendEnvWithoutServiceManagerVars: a broker run by systemd has
+// NOTIFY_SOCKET and may have WATCHDOG_*; the backends it starts get
+// neither, so their own sd_notify calls cannot speak for the broker.
+func TestBackendEnvWithoutServiceManagerVars(t *testing.T) {
+	t.Setenv("NOTIFY_SOCKET", "/run/user/0/systemd/notify")
+	t.Setenv("WATCHDOG_USEC", "1000000")
+	t.Setenv("PTEST_KEPT", "yes")
+	h := newHarness(t, nil)
+	h.define("env", "1.0.0", "print-env", "")
+	c, err := h.dial("env")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "NOTIFY_SOCKET= WATCHDOG_USEC= PTEST_KEPT=yes" {
+		t.Errorf("backend environment: %q", got)
+	}
+}
+
+func init() {
+	extraRoles["print-env"] = func(ctx context.Context) int {
+		l, err := backend.Listen(ctx)
+		if err != nil {
+			return 1
+		}
+		defer l.Close()
+		c, err := l.Accept()
+		if err != nil {
+			return 1
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "NOTIFY_SOCKET="+os.Getenv("NOTIFY_SOCKET")+" WATCHDOG_USEC="+os.Getenv("WATCHDOG_USEC")+" PTEST_KEPT="+os.Getenv("PTEST_KEPT"))
+		return 0
+	}
 }

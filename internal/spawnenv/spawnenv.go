@@ -9,11 +9,12 @@
 // socket to register on), PORTIER_BACKEND_ENDPOINT (where it must listen),
 // PORTIER_SPAWN_SECRET (the per-spawn secret, hex, that it presents when it
 // registers) and, when the Hello that started it carried a valid one,
-// TRACEPARENT (W3C trace context). The broker removes every inherited variable of this
-// contract, and of systemd socket activation (LISTEN_*), from the child's
-// environment, so a child sees only the values the broker set. A backend
-// removes the secret from its own environment once it has read it
-// (FromProcess), so that the programs it starts do not inherit it.
+// TRACEPARENT (W3C trace context). The broker removes every inherited
+// variable of this contract, and of systemd socket activation and readiness
+// (LISTEN_*, NOTIFY_SOCKET, WATCHDOG_*), from the child's environment, so a
+// child sees only the values the broker set. A backend removes the secret
+// from its own environment once it has read it (FromProcess), so that the
+// programs it starts do not inherit it.
 package spawnenv
 
 import (
@@ -48,11 +49,15 @@ type Env struct {
 // Strip returns environ without the variables of this contract (PORTIER_*,
 // TRACEPARENT) and of systemd socket activation (LISTEN_*), which the broker
 // may have inherited from its own parent: a child must see only the values
-// the broker sets for it.
+// the broker sets for it. It also drops what systemd gives the broker's own
+// unit for readiness and its watchdog (NOTIFY_SOCKET, WATCHDOG_*): a
+// backend that speaks sd_notify would otherwise report its readiness as
+// the broker's, which systemd refuses and logs.
 func Strip(environ []string) []string {
 	out := make([]string, 0, len(environ))
 	for _, kv := range environ {
-		if strings.HasPrefix(kv, "PORTIER_") || strings.HasPrefix(kv, "LISTEN_") || strings.HasPrefix(kv, TraceParent+"=") {
+		if strings.HasPrefix(kv, "PORTIER_") || strings.HasPrefix(kv, "LISTEN_") || strings.HasPrefix(kv, TraceParent+"=") ||
+			strings.HasPrefix(kv, "NOTIFY_SOCKET=") || strings.HasPrefix(kv, "WATCHDOG_") {
 			continue
 		}
 		out = append(out, kv)

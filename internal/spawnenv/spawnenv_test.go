@@ -59,8 +59,9 @@ func TestInvalidTraceParentNeverPassedOn(t *testing.T) {
 // a child; everything else does.
 func TestStrip(t *testing.T) {
 	in := []string{"HOME=/h", "PORTIER_SPAWN_SECRET=00", "PORTIER_SOCKET=/s", "LISTEN_FDS=1", "LISTEN_PID=7",
-		"TRACEPARENT=x", "TRACEPARENT_NOT=kept", "PATH=/bin"}
-	want := []string{"HOME=/h", "TRACEPARENT_NOT=kept", "PATH=/bin"}
+		"TRACEPARENT=x", "TRACEPARENT_NOT=kept", "NOTIFY_SOCKET=/run/user/1/systemd/notify", "WATCHDOG_USEC=1000000",
+		"NOTIFY_SOCKETS=kept", "PATH=/bin"}
+	want := []string{"HOME=/h", "TRACEPARENT_NOT=kept", "NOTIFY_SOCKETS=kept", "PATH=/bin"}
 	if got := Strip(in); !slices.Equal(got, want) {
 		t.Fatalf("Strip = %q, want %q", got, want)
 	}
