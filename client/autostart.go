@@ -23,6 +23,7 @@ const (
 type startRecord struct {
 	at     time.Time
 	bin    string
+	log    string        // the broker's log file; "" where there is none
 	exited chan struct{} // closed when the child has been reaped
 	err    error         // the child's exit error; valid after exited is closed
 }
@@ -30,6 +31,23 @@ type startRecord struct {
 var autoStarts struct {
 	sync.Mutex
 	m map[string]*startRecord // by socket path
+}
+
+// exitAlreadyRunning is portier serve's exit status when another broker
+// holds the socket: that broker is the one to wait for.
+const exitAlreadyRunning = 3
+
+// failed reports whether the started broker has exited with a failure, so
+// that waiting longer for it to serve is pointless. Exiting because another
+// broker runs is not a failure: that broker may still be starting.
+func (r *startRecord) failed() bool {
+	select {
+	case <-r.exited:
+	default:
+		return false
+	}
+	var ee *exec.ExitError
+	return r.err != nil && !(errors.As(r.err, &ee) && ee.ExitCode() == exitAlreadyRunning)
 }
 
 // testHookBrokerExited, when set, is called after a started broker has been
@@ -66,23 +84,62 @@ func (d *dialer) autoStart(first error) (*net.UnixConn, error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrBrokerUnavailable, d.sock, err)
 		}
 		last = err
+		if rec.failed() {
+			return nil, fmt.Errorf("%w: started %s serve, but it failed before serving %s (%s): %w",
+				ErrBrokerUnavailable, rec.bin, d.sock, rec.describe(), last)
+		}
 		if !time.Now().Before(end) {
 			break
 		}
 		delay = min(2*delay, autoStartMaxDelay)
 	}
+	return nil, fmt.Errorf("%w: started %s serve, but %s was not served within %s (%s): %w",
+		ErrBrokerUnavailable, rec.bin, d.sock, timeout, rec.describe(), last)
+}
+
+// describe says how the started broker is doing and where its log is.
+func (r *startRecord) describe() string {
 	status := "it is still running"
 	select {
-	case <-rec.exited:
-		if rec.err != nil {
-			status = "it exited: " + rec.err.Error()
+	case <-r.exited:
+		if r.err != nil {
+			status = "it exited: " + r.err.Error()
 		} else {
 			status = "it exited with status 0"
 		}
 	default:
 	}
-	return nil, fmt.Errorf("%w: started %s serve, but %s was not served within %s (%s): %w",
-		ErrBrokerUnavailable, rec.bin, d.sock, timeout, status, last)
+	if r.log != "" {
+		status += "; its log is " + r.log
+		if line := lastLogLine(r.log); line != "" {
+			status += fmt.Sprintf(", ending %q", line)
+		}
+	}
+	return status
+}
+
+// brokerLogName is the auto-started broker's log, in the socket's
+// directory (so $XDG_RUNTIME_DIR/portier/broker.log by default).
+const brokerLogName = "broker.log"
+
+// lastLogLine returns the log's last non-empty line (at most its last 4 KiB),
+// which usually says why a broker did not start.
+func lastLogLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	const tail = 4 << 10
+	off := max(fi.Size()-tail, 0)
+	buf := make([]byte, fi.Size()-off)
+	n, _ := f.ReadAt(buf, off)
+	lines := strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // sleep waits for t or until ctx ends.
@@ -105,7 +162,7 @@ func (d *dialer) sleep(t time.Duration) error {
 func ensureStarted(cfg *AutoStartConfig, sock string, window time.Duration) (*startRecord, error) {
 	autoStarts.Lock()
 	defer autoStarts.Unlock()
-	if r := autoStarts.m[sock]; r != nil && time.Since(r.at) < window {
+	if r := autoStarts.m[sock]; r != nil && time.Since(r.at) < window && !r.failed() {
 		return r, nil
 	}
 	bin, err := resolveBinary(cfg)
@@ -117,13 +174,25 @@ func ensureStarted(cfg *AutoStartConfig, sock string, window time.Duration) (*st
 		return nil, err
 	}
 	cmd := exec.Command(bin, "serve", "--socket", abs)
-	// Stdin, Stdout and Stderr stay nil: the null device. The broker
-	// outlives this process and must not hold its terminal or pipes.
+	// Stdin stays nil, the null device: the broker outlives this process
+	// and must not hold its terminal or pipes. Its output goes to a log
+	// file in the socket's directory (where the platform has one), which
+	// the broker keeps capped (--log-file) and which errors name.
+	logFile, logPath, err := openBrokerLog(abs)
+	if err != nil {
+		return nil, err
+	}
+	if logFile != nil {
+		defer logFile.Close() // the child has its own copy
+		cmd.Args = append(cmd.Args, "--log-file", logPath)
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		fmt.Fprintf(logFile, "%s portier client (pid %d) starting %s\n", time.Now().Format(time.RFC3339), os.Getpid(), strings.Join(cmd.Args, " "))
+	}
 	detach(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	r := &startRecord{at: time.Now(), bin: bin, exited: make(chan struct{})}
+	r := &startRecord{at: time.Now(), bin: bin, log: logPath, exited: make(chan struct{})}
 	hook := testHookBrokerExited
 	// Reap the child whenever it exits, so it never lingers as a zombie
 	// while this process lives.

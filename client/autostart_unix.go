@@ -3,8 +3,13 @@
 package client
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
+
+	"github.com/portier/portier/internal/ipc"
 )
 
 // detach puts the broker in its own session (and so its own process group,
@@ -14,4 +19,21 @@ import (
 func detach(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
+}
+
+// openBrokerLog prepares the socket's directory as the broker would (private,
+// created if missing) and opens broker.log in it for appending. The
+// directory check comes first so that an unsafe directory is reported here,
+// with its fix, rather than as a broker that never answers.
+func openBrokerLog(sock string) (*os.File, string, error) {
+	dir := filepath.Dir(sock)
+	if err := ipc.EnsurePrivateDir(dir); err != nil {
+		return nil, "", fmt.Errorf("socket directory: %w", err)
+	}
+	path := filepath.Join(dir, brokerLogName)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, "", fmt.Errorf("broker log: %w", err)
+	}
+	return f, path, nil
 }

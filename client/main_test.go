@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -18,7 +19,7 @@ import (
 // Helper-process modes: the test binary re-executed as a fake `portier
 // serve` for the AutoStart tests.
 const (
-	helperEnv     = "PORTIER_CLIENT_TEST_HELPER"      // "broker" or "nobind"
+	helperEnv     = "PORTIER_CLIENT_TEST_HELPER"      // "broker", "nobind", "fail" or "listen"
 	helperPipeEnv = "PORTIER_CLIENT_TEST_HELPER_PIPE" // backend_pipe the fake broker names
 )
 
@@ -29,18 +30,28 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// runHelper is the fake broker: `serve --socket PATH`. In mode "broker" it
-// binds PATH, answers one Hello with a Negotiated naming $helperPipeEnv (no
-// handoff) and exits. In mode "nobind" it exits at once without binding. In
-// mode "listen" it binds PATH, says "ready" on stdout and closes every
-// connection unanswered until stdin closes.
+// runHelper is the fake broker: `serve --socket PATH --log-file
+// DIR/broker.log`, as AutoStart runs it. In mode "broker" it binds PATH,
+// answers one Hello with a Negotiated naming $helperPipeEnv (no handoff)
+// and exits. In mode "nobind" it exits at once without binding; in mode
+// "fail" it writes an error to stderr and exits 1. In mode "listen" it
+// binds PATH, says "ready" on stdout and closes every connection
+// unanswered until stdin closes.
 func runHelper(mode string, args []string) int {
-	if len(args) != 3 || args[0] != "serve" || args[1] != "--socket" {
+	// AutoStart adds --log-file beside the socket; tests that run the
+	// helper themselves pass the socket alone.
+	autoStarted := len(args) == 5 && args[3] == "--log-file" && args[4] == filepath.Join(filepath.Dir(args[2]), "broker.log")
+	if len(args) < 3 || args[0] != "serve" || args[1] != "--socket" || (len(args) != 3 && !autoStarted) {
 		fmt.Fprintf(os.Stderr, "helper: unexpected arguments %q\n", args)
 		return 2
 	}
-	if mode == "nobind" {
+	switch mode {
+	case "nobind":
 		return 0
+	case "fail":
+		// What a broker that cannot start writes before it exits.
+		fmt.Fprintln(os.Stderr, "portier serve: broker: state directory: permission denied")
+		return 1
 	}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: args[2], Net: "unix"})
 	if err != nil {

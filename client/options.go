@@ -156,9 +156,13 @@ type AutoStartConfig struct {
 
 // AutoStart makes Dial start the broker when its socket is missing (no file,
 // or a stale socket nobody accepts on): it runs `<binary> serve --socket
-// <path>` detached from this process (own session or process group, stdio
-// on the null device) and retries the connection with exponential backoff
-// (5 ms doubling up to 200 ms) until cfg.Timeout. Concurrent Dials in one
+// <path> --log-file <dir>/broker.log` detached from this process (own
+// session or process group, stdin on the null device) and retries the
+// connection with exponential backoff (5 ms doubling up to 200 ms) until
+// cfg.Timeout. The broker's output goes to broker.log in the socket's
+// directory ($XDG_RUNTIME_DIR/portier/broker.log by default), which it
+// keeps under 1 MiB; when the broker does not come up in time, the error
+// names that file and quotes its last line. Concurrent Dials in one
 // process start at most one broker per socket path and timeout window; a
 // broker started by another process wins the singleton bind and is used.
 func AutoStart(cfg AutoStartConfig) Option {
