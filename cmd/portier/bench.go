@@ -16,7 +16,11 @@ import (
 
 func init() {
 	register(command{name: "bench", run: benchCmd,
-		summary: "measure direct, handoff, reconnect, fast path and proxy: latency, conns/s, CPU, wakeups, MB/s, cold start, RSS"})
+		summary: "measure direct, handoff, reconnect, fast path and proxy: latency, conns/s, CPU, wakeups, MB/s, cold start, RSS",
+		help: "Measure the routes a connection can take. It starts a broker, an echo backend, a copying proxy and\n" +
+			"client processes in a private temporary directory, measures, and removes everything it started.\n" +
+			"Measuring needs Linux; --from renders a saved report anywhere.",
+		example: "portier bench --quick\nportier bench --json > bench.json && portier bench --from bench.json --markdown"})
 	register(command{name: bench.ClientCommand, hidden: true, summary: "the bench's load generator (one process per phase)",
 		run: func(args []string, stdout, stderr io.Writer) int {
 			return benchChildExit("bench client", bench.ClientMain(args, os.Stdin, stdout, stderr), stderr)
@@ -63,10 +67,6 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	asMarkdown := fs.Bool("markdown", false, "print markdown tables (for docs/PERFORMANCE.md)")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
 	from := fs.String("from", "", "print the report saved by an earlier --json run instead of measuring")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: portier bench [flags]\n\nStarts a broker, an echo backend, a copying proxy and client processes in a\nprivate temporary directory, measures, and removes everything it started.\nMeasuring needs Linux; --from renders a saved report anywhere.\n\nFlags:")
-		fs.PrintDefaults()
-	}
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}

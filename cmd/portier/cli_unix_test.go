@@ -103,14 +103,6 @@ func (w testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// runCmd runs the portier command line args and returns its exit code and
-// output.
-func runCmd(args ...string) (int, string, string) {
-	var stdout, stderr bytes.Buffer
-	code := run(args, &stdout, &stderr)
-	return code, stdout.String(), stderr.String()
-}
-
 // setDialStdin makes r dial's standard input for the test.
 func setDialStdin(t *testing.T, r io.Reader) {
 	t.Helper()

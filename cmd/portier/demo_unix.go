@@ -22,7 +22,10 @@ import (
 )
 
 func init() {
-	register(command{name: "demo", summary: "run a broker and an echo backend; compare handoff, reconnect and direct", run: demoCmd})
+	register(command{name: "demo", summary: "run a broker and an echo backend; compare handoff, reconnect and direct", run: demoCmd,
+		help: "Start a broker and the echo backend in a private temporary directory, connect clients by handoff,\n" +
+			"by reconnect and directly, print the latency of each route, and remove everything it started.",
+		example: "portier demo\nportier demo -conns 50 -v"})
 }
 
 // demoCmd is the README's first command: everything it starts it stops, and

@@ -13,7 +13,11 @@ import (
 )
 
 func init() {
-	register(command{name: "dial", summary: "bridge stdin/stdout to a brokered connection", run: dialCmd})
+	register(command{name: "dial", summary: "bridge stdin/stdout to a brokered connection", run: dialCmd, synopsis: "SERVICE [flags]",
+		help: "Connect to SERVICE through the broker, as client.Dial does, and copy stdin to the connection and the\n" +
+			"connection to stdout until the backend closes it. With --auto-start it starts the broker when none\n" +
+			"runs (its log: broker.log beside the socket).",
+		example: "echo hello | portier dial echo -v\nportier dial echo --auto-start --version 1.0.0"})
 }
 
 // dialStdin is what dial bridges to the connection: os.Stdin, or a pipe in
@@ -26,17 +30,18 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 	socket := fs.String("socket", defaultSocket(), "broker socket (env PORTIER_SOCKET)")
 	noHandoff := fs.Bool("no-handoff", false, "take the reconnect route")
 	verbose := fs.Bool("v", false, "print the route to stderr")
+	autoStart := fs.Bool("auto-start", false, "start the broker (this executable's 'serve') when none answers, as client.AutoStart does")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound on the broker's answer (the route then settles within the client's ready and handshake timeouts)")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: portier dial SERVICE [--version V] [-v]")
-		fs.PrintDefaults()
-	}
 	// Allow flags after the service name too.
 	var service string
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		service, args = args[0], args[1:]
 	}
-	if code, ok := parseFlags(fs, args); !ok {
+	maxArgs := 1
+	if service != "" {
+		maxArgs = 0
+	}
+	if code, ok := parseArgs(fs, args, maxArgs); !ok {
 		return code
 	}
 	if !needSocket("dial", *socket, stderr) {
@@ -52,6 +57,9 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 	opts := []client.Option{client.Version(*version), client.Socket(*socket)}
 	if *noHandoff {
 		opts = append(opts, client.NoHandoff())
+	}
+	if *autoStart {
+		opts = append(opts, client.AutoStart(client.AutoStartConfig{}))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	c, err := client.Dial(ctx, service, opts...)

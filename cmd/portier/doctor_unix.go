@@ -4,92 +4,232 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/servicedef"
-	pb "github.com/portier/portier/wire/portierv1"
 	"golang.org/x/sys/unix"
 )
 
 func init() {
-	register(command{name: "doctor", summary: "check the setup and say what to fix", run: doctorCmd})
+	register(command{name: "doctor", summary: "check the setup and say what to fix", run: doctorCmd,
+		help: "Check the broker's socket path and directory, whether a broker answers, the services directory\n" +
+			"and every definition in it, and the descriptor limit; say what is wrong and the command that fixes it.\n" +
+			"It checks the running broker's services directory when one answers. Exits 1 when something needs fixing.",
+		example: "portier doctor\nportier doctor --json | jq '.checks[] | select(.status == \"problem\")'"})
 }
 
 // minNoFile is the descriptor limit below which a busy broker runs into
 // FD_PRESSURE: each pending handoff holds a descriptor.
 const minNoFile = 4096
 
-// doctorCmd checks the socket directory, the broker, the service
+// Check statuses, as printed and in --json.
+const (
+	checkOK      = "ok"
+	checkNote    = "note"
+	checkProblem = "problem"
+)
+
+// doctorCheck is one finding; doctorJSON is `portier doctor --json`. Field
+// names and check ids are a stable interface (docs/CLI.md).
+type doctorCheck struct {
+	Check   string `json:"check"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
+	Fix     string `json:"fix"`
+}
+
+type doctorJSON struct {
+	OK          bool          `json:"ok"`
+	Problems    int           `json:"problems"`
+	Socket      string        `json:"socket"`
+	ServicesDir string        `json:"services_dir"`
+	Checks      []doctorCheck `json:"checks"`
+}
+
+type doctorReport struct{ doctorJSON }
+
+func (r *doctorReport) add(check, status, fix, format string, a ...any) {
+	r.Checks = append(r.Checks, doctorCheck{Check: check, Status: status, Message: fmt.Sprintf(format, a...), Fix: fix})
+	if status == checkProblem {
+		r.Problems++
+	}
+}
+
+func (r *doctorReport) text(w io.Writer) {
+	for _, c := range r.Checks {
+		switch c.Status {
+		case checkOK:
+			fmt.Fprintf(w, "ok       %s\n", c.Message)
+		case checkNote:
+			fmt.Fprintf(w, "note     %s\n", c.Message)
+		default:
+			fmt.Fprintf(w, "PROBLEM  %s\n         fix: %s\n", c.Message, c.Fix)
+		}
+	}
+	if r.Problems > 0 {
+		fmt.Fprintf(w, "\n%d problem(s) found\n", r.Problems)
+	}
+}
+
+// doctorCmd checks the socket path and directory, the broker, the service
 // definitions and the descriptor limit, printing one line per check and a
 // fix for each problem. It exits 1 when something needs fixing.
 func doctorCmd(args []string, stdout, stderr io.Writer) int {
 	flags := newFlagSet("doctor", stderr)
 	socket := flags.String("socket", defaultSocket(), "broker socket (env PORTIER_SOCKET)")
-	services := flags.String("services", defaultServicesDir(), "directory of service definitions")
+	services := flags.String("services", defaultServicesDir(), "directory of service definitions (default: the running broker's, else this environment's)")
+	asJSON := flags.Bool("json", false, "print one JSON object (fields and check ids in docs/CLI.md)")
 	if code, ok := parseFlags(flags, args); !ok {
 		return code
 	}
 	if !needSocket("doctor", *socket, stderr) {
 		return exitUsage
 	}
-	problems := 0
-	ok := func(format string, a ...any) { fmt.Fprintf(stdout, "ok       "+format+"\n", a...) }
-	bad := func(what, fix string) {
-		problems++
-		fmt.Fprintf(stdout, "PROBLEM  %s\n         fix: %s\n", what, fix)
-	}
-	note := func(format string, a ...any) { fmt.Fprintf(stdout, "note     "+format+"\n", a...) }
-
-	dir := filepath.Dir(*socket)
-	switch err := ipc.CheckPrivateDir(dir); {
-	case errors.Is(err, fs.ErrNotExist):
-		note("socket directory %s does not exist yet; portier serve creates it (0700)", dir)
-	case err != nil:
-		var de *ipc.DirError
-		fix := "remove it and let portier serve create it, or point --socket elsewhere"
-		if errors.As(err, &de) && de.Detail != "" {
-			fix = de.Detail
+	socketFromFlag := false
+	flags.Visit(func(f *flag.Flag) {
+		if f.Name == "socket" {
+			socketFromFlag = true
 		}
-		bad(fmt.Sprintf("socket directory %s is not private: %v", dir, err), fix)
-	default:
-		ok("socket directory %s is private", dir)
-	}
+	})
+	r := &doctorReport{doctorJSON{Socket: *socket}}
+	checkSocketPath(r, socketFromFlag)
+	checkSocketDir(r, filepath.Dir(*socket))
 
-	resp, err := adminCall(*socket, &pb.AdminRequest{Verb: &pb.AdminRequest_Status{Status: &pb.StatusRequest{}}})
-	if err != nil {
-		note("no broker answers on %s; clients with client.AutoStart start one, or run portier serve", *socket)
+	view := resolveServicesDir(flags, *services, *socket)
+	r.ServicesDir = view.dir
+	if view.status != nil {
+		r.add("broker", checkOK, "", "broker pid %d answers on %s with %d backend(s)", view.status.GetBrokerPid(), *socket, len(view.status.GetBackends()))
 	} else {
-		st := resp.GetStatus()
-		ok("broker pid %d answers on %s with %d backend(s)", st.GetBrokerPid(), *socket, len(st.GetBackends()))
+		r.add("broker", checkNote, "", "no broker answers on %s; clients with client.AutoStart start one, as does 'portier serve' or 'portier install'", *socket)
 	}
+	checkServices(r, view)
+	checkNoFile(r)
 
-	entries, err := servicedef.NewRegistry(*services, nil).List()
-	switch {
-	case err != nil:
-		// The fix depends on the problem: chmod does nothing for a
-		// symlinked or foreign directory.
-		fix := "make it yours and not writable by others: chmod go-w " + *services
-		var de *servicedef.DirError
-		if errors.As(err, &de) && de.Reason != "" {
-			fix = de.Reason
+	r.OK = r.Problems == 0
+	if *asJSON {
+		if code := writeJSON(stdout, stderr, r.doctorJSON); code != exitOK {
+			return code
 		}
-		bad(fmt.Sprintf("services directory %s: %v", *services, err), fix)
+	} else {
+		r.text(stdout)
+	}
+	if r.Problems > 0 {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// checkSocketPath says where the socket path came from. Without
+// XDG_RUNTIME_DIR every portier process falls back to /tmp/portier-$UID,
+// which is right only if all of a user's processes agree.
+func checkSocketPath(r *doctorReport, fromFlag bool) {
+	uid := os.Geteuid()
+	xdg, xdgSet := os.LookupEnv("XDG_RUNTIME_DIR")
+	switch {
+	case fromFlag:
+		r.add("socket_path", checkOK, "", "socket %s (from --socket)", r.Socket)
+	case os.Getenv("PORTIER_SOCKET") != "":
+		r.add("socket_path", checkOK, "", "socket %s (from $PORTIER_SOCKET)", r.Socket)
+	case xdg != "" && filepath.IsAbs(xdg):
+		r.add("socket_path", checkOK, "", "socket %s (in $XDG_RUNTIME_DIR)", r.Socket)
+	case xdgSet && xdg != "":
+		r.add("socket_path", checkNote, "",
+			"XDG_RUNTIME_DIR=%q is not an absolute path, so portier ignores it (as the XDG spec says) and uses %s; programs that see an absolute XDG_RUNTIME_DIR use $XDG_RUNTIME_DIR/portier/broker.sock instead",
+			xdg, r.Socket)
+	default:
+		r.add("socket_path", checkNote, "",
+			"XDG_RUNTIME_DIR is not set, so portier uses %s, its per-user fallback under /tmp. Programs that do have XDG_RUNTIME_DIR "+
+				"(those of a login session, systemd user units) use $XDG_RUNTIME_DIR/portier/broker.sock (usually /run/user/%d/portier/broker.sock) "+
+				"and would start or find another broker; set XDG_RUNTIME_DIR, or PORTIER_SOCKET, the same way for all of them",
+			r.Socket, uid)
+	}
+}
+
+// checkSocketDir checks the socket's directory without creating it.
+func checkSocketDir(r *doctorReport, dir string) {
+	err := ipc.CheckPrivateDir(dir)
+	var de *ipc.DirError
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		r.add("socket_dir", checkNote, "", "socket directory %s does not exist yet; portier serve creates it (0700)", dir)
+	case errors.As(err, &de):
+		what, fix := privateDirFix(de)
+		r.add("socket_dir", checkProblem, fix, "socket directory %s is not private: %s", dir, what)
+	case err != nil:
+		r.add("socket_dir", checkProblem, "make sure you can reach "+dir+", or point --socket elsewhere", "socket directory %s cannot be checked: %v", dir, err)
+	default:
+		r.add("socket_dir", checkOK, "", "socket directory %s is private", dir)
+	}
+}
+
+// privateDirFix splits a refused socket directory into what is wrong and
+// the command that fixes it, so the fix line does not repeat the problem.
+func privateDirFix(de *ipc.DirError) (what, fix string) {
+	fi, _ := os.Lstat(de.Path)
+	switch de.Problem {
+	case ipc.ProblemSymlink:
+		return "it is a symbolic link, which could point anywhere", fmt.Sprintf("rm %s (portier serve creates the directory again, mode 0700)", de.Path)
+	case ipc.ProblemNotDir:
+		return "it exists but is not a directory", fmt.Sprintf("move %s away; portier serve creates the directory", de.Path)
+	case ipc.ProblemNotOwner:
+		owner := "another user"
+		if st, ok := statOf(fi); ok {
+			owner = fmt.Sprintf("uid %d", st.Uid)
+		}
+		return fmt.Sprintf("it belongs to %s, not to you (uid %d)", owner, os.Geteuid()),
+			"have its owner or root remove it, or set XDG_RUNTIME_DIR (or PORTIER_SOCKET) to a directory you own"
+	case ipc.ProblemBadMode:
+		mode := "not 0700"
+		if fi != nil {
+			mode = fmt.Sprintf("%04o", fi.Mode().Perm())
+		}
+		return fmt.Sprintf("its mode is %s, and only you may enter it (0700)", mode), "chmod 700 " + de.Path
+	}
+	return de.Detail, "remove it and let portier serve create it, or point --socket elsewhere"
+}
+
+func statOf(fi fs.FileInfo) (*syscall.Stat_t, bool) {
+	if fi == nil {
+		return nil, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return st, ok
+}
+
+// checkServices checks the services directory and each definition in it.
+func checkServices(r *doctorReport, view servicesView) {
+	if view.source == sourceEnvironment {
+		r.add("services_dir", checkNote, "", "%s", view.describe())
+	} else {
+		r.add("services_dir", checkOK, "", "%s", view.describe())
+	}
+	entries, err := servicedef.NewRegistry(view.dir, nil).List()
+	var de *servicedef.DirError
+	switch {
+	case errors.As(err, &de):
+		what, fix := servicesDirFix(de)
+		r.add("services_dir", checkProblem, fix, "services directory %s is refused: %s", view.dir, what)
+	case err != nil:
+		r.add("services_dir", checkProblem, "make sure you can read "+view.dir, "services directory %s cannot be read: %v", view.dir, err)
 	case len(entries) == 0:
-		note("no service definitions in %s; add <name>.toml files (see README)", *services)
+		r.add("services_dir", checkNote, "", "no service definitions in %s; add <name>.toml files (see README)", view.dir)
 	}
 	for _, e := range entries {
 		if e.Err != nil {
-			bad(e.Err.Error(), "edit the file; portier picks up the change at the next Hello")
+			what, fix := definitionFix(e)
+			r.add("service", checkProblem, fix, "%s", what)
 			continue
 		}
 		exe := e.Def.Command[0]
 		if fi, err := os.Stat(exe); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
-			bad(fmt.Sprintf("service %s: command %s is not an executable file", e.Name, exe), "fix command[0] in "+e.Def.File)
+			r.add("service", checkProblem, "fix command[0] in "+e.Def.File, "service %s: command %s is not an executable file", e.Name, exe)
 			continue
 		}
 		// The broker refuses to start a program someone else could
@@ -100,27 +240,80 @@ func doctorCmd(args []string, stdout, stderr io.Writer) int {
 			if where != exe {
 				where = exe + ": " + where
 			}
-			bad(fmt.Sprintf("service %s: the broker will not start %s %s (BACKEND_SPAWN_FAILED)", e.Name, where, ee.Reason), ee.Fix)
+			r.add("service", checkProblem, ee.Fix, "service %s: the broker will not start %s %s (BACKEND_SPAWN_FAILED)", e.Name, where, ee.Reason)
 			continue
 		} else if err != nil {
-			bad(fmt.Sprintf("service %s: command %s: %v", e.Name, exe, err), "fix command[0] in "+e.Def.File)
+			r.add("service", checkProblem, "fix command[0] in "+e.Def.File, "service %s: command %s: %v", e.Name, exe, err)
 			continue
 		}
-		ok("service %s@%s (%s)", e.Name, e.Def.Version, exe)
+		r.add("service", checkOK, "", "service %s@%s (%s)", e.Name, e.Def.Version, exe)
 	}
+}
 
-	var lim unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err == nil {
-		if lim.Cur < minNoFile {
-			bad(fmt.Sprintf("descriptor limit %d is low for a broker (each pending connection holds one)", lim.Cur),
-				fmt.Sprintf("raise it (ulimit -n %d) in the shell or unit that starts portier serve", minNoFile))
-		} else {
-			ok("descriptor limit %d", lim.Cur)
+// servicesDirFix splits a refused services directory into the problem and
+// its fix.
+func servicesDirFix(de *servicedef.DirError) (what, fix string) {
+	fi, _ := os.Lstat(de.Dir)
+	switch de.Problem {
+	case servicedef.ProblemSymlink:
+		fix = "point --services (the broker's and this command's) at the directory itself"
+		if real, err := filepath.EvalSymlinks(de.Dir); err == nil {
+			fix = "point --services (the broker's and this command's) at the real directory " + real
+		}
+		return "it is a symbolic link, so whoever can change the link chooses what the broker runs", fix
+	case servicedef.ProblemNotDir:
+		return "it is not a directory", fmt.Sprintf("move %s away and create a directory there (mkdir -m 700 %s)", de.Dir, de.Dir)
+	case servicedef.ProblemNotOwner:
+		owner := "another user"
+		if st, ok := statOf(fi); ok {
+			owner = fmt.Sprintf("uid %d", st.Uid)
+		}
+		return fmt.Sprintf("it belongs to %s, who could choose the programs the broker runs as you", owner),
+			"use a directory you own (--services), or have root chown it to you"
+	case servicedef.ProblemBadMode:
+		mode := "group- or world-writable"
+		if fi != nil {
+			mode = fmt.Sprintf("%04o", fi.Mode().Perm())
+		}
+		return fmt.Sprintf("its mode %s lets group or others add definitions, and so choose the programs the broker runs as you", mode), "chmod go-w " + de.Dir
+	}
+	return de.Reason, "use a directory you own with --services"
+}
+
+// definitionFix splits an invalid definition into the problem and its fix.
+// A definition others can change is fixed with chmod or a copy, not by
+// editing it; anything else is fixed in the file.
+func definitionFix(e servicedef.Entry) (what, fix string) {
+	var se *servicedef.Error
+	if !errors.As(e.Err, &se) {
+		return e.Err.Error(), "check that you can read " + e.File
+	}
+	if fi, err := os.Stat(e.File); err == nil && fi.Mode().IsRegular() {
+		if st, ok := statOf(fi); ok && int(st.Uid) != os.Geteuid() && st.Uid != 0 {
+			return fmt.Sprintf("%s belongs to uid %d, who could choose the program the broker runs as you", e.File, st.Uid),
+				fmt.Sprintf("replace it with a copy you own: cp %s %s.new && mv %s.new %s", e.File, e.File, e.File, e.File)
+		}
+		if m := fi.Mode().Perm(); m&0o022 != 0 {
+			return fmt.Sprintf("%s has mode %04o: group or others can change it, and so choose the program the broker runs as you", e.File, m),
+				"chmod go-w " + e.File
 		}
 	}
-	if problems > 0 {
-		fmt.Fprintf(stdout, "\n%d problem(s) found\n", problems)
-		return exitFailure
+	if se.Line > 0 {
+		return se.Error(), fmt.Sprintf("edit line %d of %s; the broker reads it again at the next Hello", se.Line, e.File)
 	}
-	return exitOK
+	return se.Error(), fmt.Sprintf("edit %s; the broker reads it again at the next Hello", e.File)
+}
+
+// checkNoFile checks the descriptor limit a broker started from here gets.
+func checkNoFile(r *doctorReport) {
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	if lim.Cur < minNoFile {
+		r.add("nofile", checkProblem, fmt.Sprintf("raise it (ulimit -n %d) in the shell or unit that starts portier serve", minNoFile),
+			"descriptor limit %d is low for a broker (each pending connection holds one)", lim.Cur)
+		return
+	}
+	r.add("nofile", checkOK, "", "descriptor limit %d", lim.Cur)
 }

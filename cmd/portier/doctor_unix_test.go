@@ -73,7 +73,7 @@ func TestDoctorSymlinkedServicesDir(t *testing.T) {
 	}
 	_, fix, _ := strings.Cut(out[i:], "fix: ")
 	fix, _, _ = strings.Cut(fix, "\n")
-	if strings.Contains(fix, "chmod") || !strings.Contains(fix, "symbolic link") {
+	if strings.Contains(fix, "chmod") || !strings.Contains(fix, "real directory "+real) || !strings.Contains(out, "is a symbolic link") {
 		t.Errorf("fix for a symlinked services directory: %q\n%s", fix, out)
 	}
 }

@@ -25,8 +25,15 @@ const (
 type command struct {
 	name    string
 	summary string
-	run     func(args []string, stdout, stderr io.Writer) int
-	hidden  bool
+	// help opens `portier NAME -h`: a sentence (or a few) saying what the
+	// command does. example is one or more command lines showing it in use.
+	help    string
+	example string
+	// synopsis follows "portier NAME" in the usage line; "[flags]" when
+	// empty.
+	synopsis string
+	run      func(args []string, stdout, stderr io.Writer) int
+	hidden   bool
 }
 
 var commands []command
@@ -38,6 +45,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		return versionCmd(args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		usage(stderr)
 		if len(args) == 0 {
@@ -65,22 +75,75 @@ func usage(w io.Writer) {
 			fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
 		}
 	}
-	fmt.Fprintln(w, "\nRun 'portier <command> -h' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'portier <command> -h' for what a command does, an example and its flags;")
+	fmt.Fprintln(w, "'portier --version' for the version.")
 }
 
-// newFlagSet builds a flag set that reports errors instead of exiting.
+// lookupCommand finds a registered command by name.
+func lookupCommand(name string) (command, bool) {
+	for _, c := range commands {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return command{}, false
+}
+
+// newFlagSet builds a flag set that reports errors instead of exiting and
+// whose -h prints the command's help, an example and its flags.
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("portier "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { printHelp(stderr, name, fs) }
 	return fs
 }
 
-// parseFlags parses and maps -h and bad flags to exit statuses.
+// printHelp writes `portier NAME -h`: what the command does, the usage
+// line, an example, then the flags.
+func printHelp(w io.Writer, name string, fs *flag.FlagSet) {
+	c, _ := lookupCommand(name)
+	if c.help != "" {
+		fmt.Fprintf(w, "%s\n\n", c.help)
+	} else if c.summary != "" {
+		fmt.Fprintf(w, "%s%s.\n\n", strings.ToUpper(c.summary[:1]), c.summary[1:])
+	}
+	synopsis := c.synopsis
+	if synopsis == "" {
+		synopsis = "[flags]"
+	}
+	fmt.Fprintf(w, "Usage: portier %s %s\n", name, synopsis)
+	if c.example != "" {
+		fmt.Fprintln(w, "\nExample:")
+		for _, line := range strings.Split(c.example, "\n") {
+			fmt.Fprintf(w, "  %s\n", line)
+		}
+	}
+	hasFlags := false
+	fs.VisitAll(func(*flag.Flag) { hasFlags = true })
+	if hasFlags {
+		fmt.Fprintln(w, "\nFlags:")
+		fs.PrintDefaults()
+	}
+}
+
+// parseFlags parses a command that takes no positional arguments, mapping
+// -h, bad flags and stray arguments to exit statuses.
 func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
+	return parseArgs(fs, args, 0)
+}
+
+// parseArgs parses flags and allows at most maxArgs positional arguments:
+// an argument the command does not take is a usage error rather than
+// something silently ignored (`portier serve extra` does not serve).
+func parseArgs(fs *flag.FlagSet, args []string, maxArgs int) (int, bool) {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK, false
 		}
+		return exitUsage, false
+	}
+	if fs.NArg() > maxArgs {
+		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\nRun '%s -h' for usage.\n", fs.Name(), fs.Arg(maxArgs), fs.Name())
 		return exitUsage, false
 	}
 	return 0, true

@@ -1,0 +1,11 @@
+//go:build !linux && !darwin && !windows
+
+package main
+
+import "errors"
+
+// platformInstallPlan: no service manager integration on the other Unix
+// systems yet.
+func platformInstallPlan(installOptions) (installPlan, error) {
+	return installPlan{}, errors.New("not supported on this system yet: portier knows systemd (Linux) and launchd (macOS); run 'portier serve' from your session's startup, or let clients start it (client.AutoStart)")
+}
