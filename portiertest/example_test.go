@@ -1,0 +1,91 @@
+//go:build unix
+
+package portiertest_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/portier/portier/backend"
+	"github.com/portier/portier/portiertest"
+	"go.uber.org/goleak"
+	"testing"
+)
+
+// TestMain gives this test binary its backend roles before running the
+// tests: when a portiertest broker starts the binary as the "echo"
+// backend, BackendMain runs serveEcho and exits.
+func TestMain(m *testing.M) {
+	portiertest.BackendMain(map[string]func(context.Context) error{
+		"echo":  serveEcho,
+		"upper": serveUpper,
+	})
+	// A race-enabled binary sleeps 1 s at exit by default; every backend
+	// stop would wait for it.
+	if g := os.Getenv("GORACE"); !strings.Contains(g, "atexit_sleep_ms") {
+		os.Setenv("GORACE", strings.TrimSpace(g+" atexit_sleep_ms=0"))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// serveEcho is a portier backend that echoes each connection back.
+func serveEcho(ctx context.Context) error { return serve(ctx, func(c net.Conn) { io.Copy(c, c) }) }
+
+// serveUpper answers each connection with its input in upper case.
+func serveUpper(ctx context.Context) error {
+	return serve(ctx, func(c net.Conn) {
+		b, _ := io.ReadAll(c)
+		c.Write([]byte(strings.ToUpper(string(b))))
+	})
+}
+
+func serve(ctx context.Context, handle func(net.Conn)) error {
+	l, err := backend.Listen(ctx)
+	if err != nil {
+		return err
+	}
+	go func() { <-ctx.Done(); l.Close() }()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return nil // the listener closed: the broker asked us to stop
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(time.Minute))
+			handle(c)
+		}()
+	}
+}
+
+// A test starts a broker with the services it needs, here this test
+// binary in its "echo" role (see TestMain), and dials through it. In a
+// test, portiertest.NewBroker(t, ...) does the same and stops everything
+// when the test ends.
+func Example() {
+	b, err := portiertest.StartBroker(nil, portiertest.Service{Name: "echo", Role: "echo"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer b.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := b.Dial(ctx, "echo")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	io.WriteString(c, "hello through portier")
+	c.CloseWrite()
+	reply, _ := io.ReadAll(c)
+	fmt.Println(string(reply))
+	// Output: hello through portier
+}
