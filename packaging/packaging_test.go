@@ -65,6 +65,9 @@ func systemdAnalyzeVerify(t *testing.T, dir string) {
 	t.Helper()
 	tool, err := exec.LookPath("systemd-analyze")
 	if err != nil {
+		if os.Getenv("PORTIER_TEST_REQUIRE_SYSTEMD") != "" {
+			t.Fatal("systemd-analyze is not installed, and PORTIER_TEST_REQUIRE_SYSTEMD is set")
+		}
 		t.Skip("systemd-analyze is not installed (Debian: apt-get install systemd); .ci/run installs it")
 	}
 	rt := t.TempDir()
