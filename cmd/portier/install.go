@@ -72,6 +72,10 @@ func installCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
+	if err := installSupported(); err != nil {
+		fmt.Fprintln(stderr, "portier install:", err)
+		return exitFailure
+	}
 	if !needSocket("install", *socket, stderr) {
 		return exitUsage
 	}

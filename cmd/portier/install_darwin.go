@@ -2,6 +2,8 @@
 
 package main
 
-// platformInstallPlan: on macOS the login session's service manager is
+// installSupported: on macOS the login session's service manager is
 // launchd.
+func installSupported() error { return nil }
+
 func platformInstallPlan(o installOptions) (installPlan, error) { return launchdPlan(o) }

@@ -2,6 +2,8 @@
 
 package main
 
-// platformInstallPlan: on Linux the login session's service manager is the
+// installSupported: on Linux the login session's service manager is the
 // systemd user manager.
+func installSupported() error { return nil }
+
 func platformInstallPlan(o installOptions) (installPlan, error) { return systemdPlan(o) }

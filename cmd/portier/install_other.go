@@ -4,8 +4,12 @@ package main
 
 import "errors"
 
-// platformInstallPlan: no service manager integration on the other Unix
+// installSupported: no service manager integration on the other Unix
 // systems yet.
+func installSupported() error {
+	return errors.New("not supported on this system yet: portier knows systemd (Linux) and launchd (macOS); run 'portier serve' from your session's startup, or let clients start it (client.AutoStart)")
+}
+
 func platformInstallPlan(installOptions) (installPlan, error) {
-	return installPlan{}, errors.New("not supported on this system yet: portier knows systemd (Linux) and launchd (macOS); run 'portier serve' from your session's startup, or let clients start it (client.AutoStart)")
+	return installPlan{}, installSupported()
 }
