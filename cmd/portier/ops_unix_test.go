@@ -649,4 +649,13 @@ func TestCappedLogRefusesSymlink(t *testing.T) {
 	if _, err := os.Stat(target); err == nil {
 		t.Error("the link's target was created")
 	}
+	// A new log is private: it may hold service names and paths.
+	l, err := openCappedLog(filepath.Join(dir, "new.log"), 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if fi, err := os.Stat(filepath.Join(dir, "new.log")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("new log: %v, %v; want mode 0600", fi, err)
+	}
 }
