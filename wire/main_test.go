@@ -167,6 +167,14 @@ func samples() []sample {
 		Handoffs:    8,
 		Fallbacks:   2,
 	}}}
+	// The broker's directories (Status fields 8 and 9), which `portier
+	// services` and `portier doctor` read instead of their own environment.
+	statusDirs := &pb.AdminResponse{Result: &pb.AdminResponse_Status{Status: &pb.Status{
+		BrokerPid:   1000,
+		Socket:      "/run/user/1000/portier/broker.sock",
+		ServicesDir: "/home/u/.config/portier/services",
+		StateDir:    "/run/user/1000/portier",
+	}}}
 	metricsText := &pb.AdminResponse{Result: &pb.AdminResponse_MetricsText{
 		MetricsText: "# TYPE portier_connections_total counter\nportier_connections_total 10\n"}}
 	adminRefused := &pb.AdminResponse{Result: &pb.AdminResponse_Refused{Refused: wire.NewRefused(
@@ -202,6 +210,7 @@ func samples() []sample {
 		{name: "admin_request_status", what: "AdminRequest{status}", frame: statusFrame, msg: statusReq},
 		{name: "admin_request_metrics", what: "AdminRequest{metrics}", frame: metricsFrame, msg: metricsReq},
 		{name: "admin_response_status", what: "AdminResponse{status} with one backend", frame: must(wire.NewResponse(statusFrame, wire.ProtocolAdmin, status)), msg: status},
+		{name: "admin_response_status_dirs", what: "AdminResponse{status} with the services and state directories", frame: must(wire.NewResponse(statusFrame, wire.ProtocolAdmin, statusDirs)), msg: statusDirs},
 		{name: "admin_response_metrics", what: "AdminResponse{metrics_text}", frame: must(wire.NewResponse(metricsFrame, wire.ProtocolAdmin, metricsText)), msg: metricsText},
 		{name: "admin_response_refused", what: "AdminResponse{refused: RATE_LIMITED, retry 1.5s}", frame: must(wire.NewResponse(metricsFrame, wire.ProtocolAdmin, adminRefused)), msg: adminRefused},
 	}
