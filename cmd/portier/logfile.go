@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 )
 
@@ -25,9 +26,15 @@ type cappedLog struct {
 	size  int64 // what this process believes; refreshed from the file before rotating
 }
 
-// openCappedLog opens path for appending (creating it 0600, refusing a
-// symbolic link) and rotates it at once when it is already over limit.
+// openCappedLog opens path for appending (creating it 0600, and missing
+// directories 0700, refusing a symbolic link) and rotates it at once when
+// it is already over limit. Creating the directory matters at login: the
+// LaunchAgent logs beside the socket, under /tmp, before anything else
+// has made that directory.
 func openCappedLog(path string, limit int64) (*cappedLog, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("--log-file: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|oNoFollow, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("--log-file: %w", err)

@@ -649,13 +649,18 @@ func TestCappedLogRefusesSymlink(t *testing.T) {
 	if _, err := os.Stat(target); err == nil {
 		t.Error("the link's target was created")
 	}
-	// A new log is private: it may hold service names and paths.
-	l, err := openCappedLog(filepath.Join(dir, "new.log"), 100)
+	// A new log is private (it may hold service names and paths), and so
+	// is a directory made for it.
+	newLog := filepath.Join(dir, "portier-501", "broker.log")
+	l, err := openCappedLog(newLog, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
-	if fi, err := os.Stat(filepath.Join(dir, "new.log")); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(newLog); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("new log: %v, %v; want mode 0600", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Dir(newLog)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("log directory: %v, %v; want mode 0700", fi, err)
 	}
 }
