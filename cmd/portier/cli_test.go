@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"sort"
@@ -56,16 +57,27 @@ func TestCommandHelp(t *testing.T) {
 }
 
 // TestStrayArguments: an argument a command does not take is a usage error
-// (exit 2) naming it, for every command, and nothing runs.
+// (exit 2) naming it, for every command, and nothing runs. The other flags
+// are chosen so that a command that ignored the argument would still end
+// at once (with another message) instead of serving or measuring.
 func TestStrayArguments(t *testing.T) {
+	noSocket := filepath.Join(t.TempDir(), "missing", "portier-test.sock")
 	for _, c := range visibleCommands() {
 		t.Run(c.name, func(t *testing.T) {
-			args := []string{c.name, "--socket", "/nonexistent/portier-test.sock", "stray-argument"}
+			args := []string{c.name, "--socket", noSocket, "stray-argument"}
 			switch c.name {
 			case "dial":
-				args = []string{"dial", "echo", "stray-argument"}
-			case "demo", "bench", "version":
-				args = []string{c.name, "stray-argument"}
+				args = []string{"dial", "echo", "--socket", noSocket, "--timeout", "1s", "stray-argument"}
+			case "serve":
+				args = []string{"serve", "--socket", noSocket, "--log-level", "loud", "stray-argument"}
+			case "demo":
+				args = []string{"demo", "-conns", "0", "stray-argument"}
+			case "bench":
+				args = []string{"bench", "--json", "--markdown", "stray-argument"}
+			case "install":
+				args = []string{"install", "--dry-run", "--binary", filepath.Join(t.TempDir(), "none"), "stray-argument"}
+			case "version":
+				args = []string{"version", "stray-argument"}
 			}
 			code, out, errOut := runCmd(args...)
 			if code != exitUsage || !strings.Contains(errOut, `unexpected argument "stray-argument"`) {
