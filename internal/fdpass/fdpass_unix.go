@@ -123,20 +123,6 @@ func checkFrame(msg []byte) error {
 	return nil
 }
 
-// Message is one frame read by a Receiver.
-type Message struct {
-	// Body is the frame body, without the 5-byte header. It is the caller's.
-	Body []byte
-	// FD is the descriptor that arrived with this frame, or -1. The caller
-	// owns it and must close it (or pass it to ConnFromFD).
-	FD int
-	// Err is non-nil when descriptors arrived for this frame but were dropped
-	// (ErrControlTruncated, ErrTooManyFDs, ErrFDMisaligned); they are already
-	// closed and FD is -1. Body is still valid so the caller can reject the
-	// offer it carries. The connection stays usable.
-	Err error
-}
-
 // noMessage is what Next returns with an error: FD is -1, never 0, so a
 // caller that closes m.FD unconditionally does not close its stdin.
 var noMessage = Message{FD: -1}
