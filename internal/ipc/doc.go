@@ -17,4 +17,35 @@
 // between is harmless because nobody else can traverse the directory. The
 // alternative, binding under a restrictive umask, would change the umask of the
 // whole process while other goroutines create files.
+//
+// # Windows
+//
+// The broker's endpoint is a named pipe served by a Listener
+// (ListenSingleton). Its connections are handed to backends with
+// DuplicateHandle, and that shapes everything about it: an I/O completion
+// port binds a pipe instance's file object, which every duplicate shares,
+// so an instance the broker had read through a completion port (go-winio's
+// listener binds every instance it accepts) could never be bound to the
+// backend's port; rebinding (FileReplaceCompletionInformation) needs
+// Windows 8.1 and Wine 8 lacks it. So the Listener creates overlapped
+// instances (byte mode, remote clients rejected, an owner-only protected
+// DACL), waits for clients with event-based ConnectNamedPipe, and its
+// PipeConn reads and writes with event-based overlapped I/O, enforcing
+// deadlines with CancelIoEx and always waiting for the kernel to finish
+// before a buffer is reused. Reads never ask for more than the caller
+// wants, so bytes a client pipelines after its Hello stay in the pipe for
+// the backend.
+//
+// One broker per user: ListenSingleton holds a named mutex derived from the
+// pipe name and probes the pipe for a live server. It does not use
+// FILE_FLAG_FIRST_PIPE_INSTANCE, because instances held by backends keep
+// the pipe name alive across a broker restart.
+//
+// Identity: SamePeer checks that the process at the other end of a pipe
+// runs as this process's user (the token user SID of the peer's process,
+// found from GetNamedPipeClientProcessId or GetNamedPipeServerProcessId).
+// A ProcessHandle keeps a process open from the moment it was started
+// (HoldProcess) or re-found with a matching start time (OpenProcessHandle),
+// so handles are duplicated into that process and never into whatever
+// holds its pid later.
 package ipc

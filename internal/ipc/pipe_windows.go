@@ -18,6 +18,12 @@ const pipeBufferSize = 64 << 10
 // protected DACL that grants the current user, and nobody else, full
 // access, and rejects remote clients.
 //
+// It is go-winio's listener, which binds every accepted instance to this
+// process's I/O completion port: use it for endpoints whose connections
+// stay in this process (a backend's own endpoint). An endpoint whose
+// connections are handed to another process, the broker's, needs
+// ListenSingleton, whose instances are bound to no port.
+//
 // The first pipe instance is created with FILE_CREATE semantics
 // (FILE_FLAG_FIRST_PIPE_INSTANCE), so the call fails if any process already
 // created a pipe of that name: this makes ListenPipe a singleton bind, and

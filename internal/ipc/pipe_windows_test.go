@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -27,7 +28,58 @@ func underWine() bool {
 	return windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil
 }
 
+// runHelper is the body of a re-executed test binary. It reports on stdout
+// and takes orders from stdin, so the parent never has to sleep.
 func runHelper(role string) int {
+	in := bufio.NewReader(os.Stdin)
+	switch role {
+	case "singleton":
+		// Wait for the parent's "go" so all children race at once.
+		if _, err := in.ReadByte(); err != nil {
+			fmt.Println("error: no go:", err)
+			return 2
+		}
+		l, err := ListenSingleton(os.Getenv("PORTIER_IPC_TEST_PATH"))
+		switch {
+		case errors.Is(err, ErrAlreadyRunning):
+			fmt.Println("already")
+			return 0
+		case err != nil:
+			fmt.Println("error:", err)
+			return 2
+		}
+		fmt.Println("ok")
+		_, _ = io.Copy(io.Discard, in) // hold until the parent closes stdin
+		if err := l.Close(); err != nil {
+			fmt.Println("error: close:", err)
+			return 2
+		}
+		return 0
+	case "dial":
+		// Dial the pipe, check who serves it, and stay connected until
+		// stdin closes.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := DialPipe(ctx, os.Getenv("PORTIER_IPC_TEST_PATH"))
+		if err != nil {
+			fmt.Println("error:", err)
+			return 2
+		}
+		defer c.Close()
+		pid, err := SamePeer(c)
+		if err != nil {
+			fmt.Println("error: SamePeer:", err)
+			return 2
+		}
+		fmt.Println("server", pid)
+		_, _ = io.Copy(io.Discard, in)
+		return 0
+	case "wait":
+		// Run until stdin closes.
+		fmt.Println("ready")
+		_, _ = io.Copy(io.Discard, in)
+		return 0
+	}
 	fmt.Println("unknown helper role", role)
 	return 2
 }

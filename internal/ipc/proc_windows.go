@@ -32,6 +32,11 @@ func ProcessStartTime(pid int) (uint64, error) {
 		return 0, err
 	}
 	defer windows.CloseHandle(h) //nolint:errcheck // nothing to do about it
+	return processStartTime(h, pid)
+}
+
+// processStartTime is ProcessStartTime for an open process handle.
+func processStartTime(h windows.Handle, pid int) (uint64, error) {
 	var creation, exit, kernel, user windows.Filetime
 	if err := windows.GetProcessTimes(h, &creation, &exit, &kernel, &user); err != nil {
 		return 0, fmt.Errorf("ipc: GetProcessTimes %d: %w", pid, err)
@@ -47,6 +52,11 @@ func ExecutablePath(pid int) (string, error) {
 		return "", err
 	}
 	defer windows.CloseHandle(h) //nolint:errcheck // nothing to do about it
+	return executablePath(h, pid)
+}
+
+// executablePath is ExecutablePath for an open process handle.
+func executablePath(h windows.Handle, pid int) (string, error) {
 	buf := make([]uint16, windows.MAX_LONG_PATH)
 	n := uint32(len(buf))
 	if err := windows.QueryFullProcessImageName(h, 0, &buf[0], &n); err != nil {
