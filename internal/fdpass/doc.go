@@ -6,9 +6,18 @@
 // that offers it (portier's HandoffOffer): [SendWithFD] writes the frame and
 // the descriptor in one sendmsg, and a [Receiver] reads frames with recvmsg and
 // hands each descriptor out together with the frame it arrived with. On
-// Windows a handle is duplicated into the target process ([DuplicateInto])
-// and its value travels inside the frame; [CloseInTarget] reclaims one that
-// the target provably did not adopt.
+// Windows a handle is duplicated into the target process through a process
+// handle the sender kept ([DuplicateIntoProcess]) and its value travels
+// inside the frame; [CloseInProcess] reclaims one that the target provably
+// did not adopt, and the target adopts it with [ConnFromHandle]. Other
+// platforms get the same functions, which return [ErrUnsupported].
+//
+// On Windows the handle must be a pipe instance the sender never bound to
+// an I/O completion port: a port binds the file object that the duplicate
+// shares, so [ConnFromHandle], which binds it to this process's port
+// (go-winio's), would fail with [ErrNotAdoptable]. The broker's listener
+// (internal/ipc) reads its instances with event-based overlapped I/O for
+// that reason.
 //
 // The package works on raw bytes. It knows the portier framing
 // ([u8 0x01][u32 little-endian body length][body], body at most 16 MiB) only

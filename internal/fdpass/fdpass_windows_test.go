@@ -19,8 +19,11 @@ import (
 
 // pipePair creates a named pipe server instance (a plain synchronous handle,
 // not bound to any completion port, so another process can use it) and a
-// client connected to it, with deadlines.
-func pipePair(t *testing.T) (windows.Handle, io.ReadWriteCloser) {
+// client connected to it, with deadlines. The server handle is the test's
+// to close; if the test does not, cleanup does. (Closing it twice would
+// close whatever took the value over meanwhile, such as one of the
+// runtime's event handles.)
+func pipePair(t *testing.T) (*serverEnd, io.ReadWriteCloser) {
 	t.Helper()
 	name := fmt.Sprintf(`\\.\pipe\portier-fdpass-test-%d-%s`, os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-"))
 	name16, err := windows.UTF16PtrFromString(name)
@@ -32,7 +35,8 @@ func pipePair(t *testing.T) (windows.Handle, io.ReadWriteCloser) {
 	if err != nil {
 		t.Fatalf("CreateNamedPipe: %v", err)
 	}
-	t.Cleanup(func() { _ = windows.CloseHandle(server) })
+	end := &serverEnd{h: server}
+	t.Cleanup(func() { _ = end.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client, err := winio.DialPipeContext(ctx, name)
@@ -44,7 +48,19 @@ func pipePair(t *testing.T) (windows.Handle, io.ReadWriteCloser) {
 		t.Fatalf("ConnectNamedPipe: %v", err)
 	}
 	_ = client.SetDeadline(time.Now().Add(30 * time.Second))
-	return server, client
+	return end, client
+}
+
+// serverEnd is a pipe server handle that is closed once.
+type serverEnd struct{ h windows.Handle }
+
+func (e *serverEnd) Close() error {
+	if e.h == 0 {
+		return nil
+	}
+	h := e.h
+	e.h = 0
+	return windows.CloseHandle(h)
 }
 
 // TestDuplicateIntoChild duplicates the server end of a connected named pipe
@@ -73,12 +89,12 @@ func TestDuplicateIntoChild(t *testing.T) {
 		}
 	}()
 
-	v, err := DuplicateInto(uint32(cmd.Process.Pid), server)
+	v, err := DuplicateInto(uint32(cmd.Process.Pid), server.h)
 	if err != nil {
 		t.Fatalf("DuplicateInto: %v", err)
 	}
 	// The sender's copy goes away before the child even knows the value.
-	if err := windows.CloseHandle(server); err != nil {
+	if err := server.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := fmt.Fprintf(stdin, "%d\n", v); err != nil {
@@ -105,11 +121,11 @@ func TestDuplicateIntoChild(t *testing.T) {
 func TestCloseInTarget(t *testing.T) {
 	server, client := pipePair(t)
 	self := uint32(os.Getpid())
-	v, err := DuplicateInto(self, server)
+	v, err := DuplicateInto(self, server.h)
 	if err != nil {
 		t.Fatalf("DuplicateInto: %v", err)
 	}
-	if err := windows.CloseHandle(server); err != nil {
+	if err := server.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := CloseInTarget(self, v); err != nil {
@@ -139,7 +155,7 @@ func TestDuplicateErrors(t *testing.T) {
 }
 
 func TestErrorClasses(t *testing.T) {
-	err := newError("OpenProcess", 42, windows.ERROR_ACCESS_DENIED, ErrOpenProcess)
+	err := newError("OpenProcess", 42, windows.ERROR_ACCESS_DENIED, ErrOpenProcess, false)
 	for _, want := range []error{ErrOpenProcess, ErrAccessDenied, windows.ERROR_ACCESS_DENIED} {
 		if !errors.Is(err, want) {
 			t.Errorf("not %v: %v", want, err)
@@ -148,7 +164,7 @@ func TestErrorClasses(t *testing.T) {
 	if errors.Is(err, ErrDuplicateFailed) {
 		t.Error("OpenProcess failure classified as DuplicateHandle failure")
 	}
-	err = newError("DuplicateHandle", 42, windows.ERROR_INVALID_HANDLE, ErrDuplicateFailed)
+	err = newError("DuplicateHandle", 42, windows.ERROR_INVALID_HANDLE, ErrDuplicateFailed, false)
 	if !errors.Is(err, ErrDuplicateFailed) || errors.Is(err, ErrAccessDenied) {
 		t.Errorf("classes: %v", err)
 	}
