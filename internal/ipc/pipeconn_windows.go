@@ -182,11 +182,8 @@ func (c *PipeConn) do(op *pipeOp, start func(*windows.Overlapped) error) (int, e
 			// Cancel, then wait for the operation to end either way: it may
 			// have completed before the cancel reached it, and then its
 			// result (data!) is what counts.
-			if cerr := windows.CancelIoEx(c.h, &op.o); cerr != nil && !errors.Is(cerr, windows.ERROR_NOT_FOUND) {
-				// Cannot happen for a valid handle; waiting below would then
-				// block until the peer acts, which is still correct.
-				_ = cerr
-			}
+			// ERROR_NOT_FOUND: it completed already.
+			_ = windows.CancelIoEx(c.h, &op.o)
 			gerr := windows.GetOverlappedResult(c.h, &op.o, &n, true)
 			if errors.Is(gerr, windows.ERROR_OPERATION_ABORTED) {
 				return int(n), why
