@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -62,21 +63,16 @@ func checkHandles(t *testing.T) {
 // events the first time it parks.
 func parkSyscallThreads(t *testing.T) {
 	t.Helper()
-	stop := make(chan struct{})
+	var stop atomic.Bool
 	var spin sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		spin.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for !stop.Load() { // busy on purpose: keep the P
 			}
 		})
 	}
 	warmPipes(t)
-	close(stop)
+	stop.Store(true)
 	spin.Wait()
 }
 
@@ -287,8 +283,8 @@ func handoffOnce(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pid, err := ipc.SamePeer(s); err != nil || pid != os.Getpid() {
-		t.Fatalf("SamePeer = %d, %v", pid, err)
+	if cred, err := ipc.CheckPeer(s, ipc.RealUID); err != nil || cred.PID != os.Getpid() {
+		t.Fatalf("CheckPeer = %+v, %v", cred, err)
 	}
 	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if got := readString(t, s, len(helloBytes)); got != helloBytes {

@@ -41,7 +41,7 @@
 // FILE_FLAG_FIRST_PIPE_INSTANCE, because instances held by backends keep
 // the pipe name alive across a broker restart.
 //
-// Identity: SamePeer checks that the process at the other end of a pipe
+// Identity: CheckPeer checks that the process at the other end of a pipe
 // runs as this process's user (the token user SID of the peer's process,
 // found from GetNamedPipeClientProcessId or GetNamedPipeServerProcessId).
 // A ProcessHandle keeps a process open from the moment it was started

@@ -9,13 +9,9 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// ErrOtherUser reports that the process at the other end of a pipe runs as
-// a different user than this process.
-var ErrOtherUser = errors.New("ipc: peer runs as another user")
-
-// SamePeer checks that the process at the other end of the named-pipe
-// connection c runs as the same user as this process, and returns its
-// process id. It reads nothing from c.
+// pipePeer is CheckPeer on Windows: it checks that the process at the other
+// end of the named-pipe connection c runs as the same user as this process,
+// and returns its process id. It reads nothing from c.
 //
 // For the server end of a pipe (a *PipeConn, or a go-winio accepted conn)
 // the peer is the client, whose pid the kernel recorded when it opened the
@@ -35,18 +31,18 @@ var ErrOtherUser = errors.New("ipc: peer runs as another user")
 //
 // Pid reuse: the pid names the peer only while the peer lives; once the
 // process is open, the pid cannot be reused. A client that exits before
-// SamePeer opens it, and whose pid a new process takes over in that
+// pipePeer opens it, and whose pid a new process takes over in that
 // window, would be judged by the new process's user. Such a client is gone
 // and gets no answer, and on Windows (unlike Wine) the pipe's owner-only
 // DACL keeps other users from connecting in the first place; the check is
 // the second line of defense. (PeekNamedPipe cannot close the window: it
 // succeeds on a pipe whose client left while its bytes are unread, which
-// is exactly when SamePeer runs.)
+// is exactly when the check runs.)
 //
-// Errors: ErrOtherUser for another user, an error matching ErrNoProcess if
-// the peer is gone, other errors if the check could not be made. Every
-// error means "refuse the connection".
-func SamePeer(c net.Conn) (pid int, err error) {
+// Errors: one matching ErrForeignPeer for another user, one matching
+// ErrNoProcess if the peer is gone, others if the check could not be made.
+// Every error means "refuse the connection".
+func pipePeer(c net.Conn) (pid int, err error) {
 	err = withPipeHandle(c, func(h windows.Handle) error {
 		var p uint32
 		var flags uint32
@@ -123,14 +119,14 @@ func checkPeerProcess(pid int) error {
 	return nil
 }
 
-// sameSID returns nil if peer and self are the same SID, else ErrOtherUser
-// naming the peer's SID.
+// sameSID returns nil if peer and self are the same SID, else an error
+// matching ErrForeignPeer that names both.
 func sameSID(peer, self *windows.SID) error {
 	if peer == nil || self == nil {
-		return fmt.Errorf("%w: no SID", ErrOtherUser)
+		return fmt.Errorf("%w: no SID to compare", ErrForeignPeer)
 	}
 	if !windows.EqualSid(peer, self) {
-		return fmt.Errorf("%w: %s", ErrOtherUser, peer)
+		return fmt.Errorf("%w: the peer runs as %s, this process as %s", ErrForeignPeer, peer, self)
 	}
 	return nil
 }

@@ -66,12 +66,12 @@ func runHelper(role string) int {
 			return 2
 		}
 		defer c.Close()
-		pid, err := SamePeer(c)
+		cred, err := CheckPeer(c, EffectiveUID)
 		if err != nil {
-			fmt.Println("error: SamePeer:", err)
+			fmt.Println("error: CheckPeer:", err)
 			return 2
 		}
-		fmt.Println("server", pid)
+		fmt.Println("server", cred.PID)
 		_, _ = io.Copy(io.Discard, in)
 		return 0
 	case "wait":

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -131,21 +132,16 @@ func settledHandleCount(t *testing.T) int {
 // events the first time it parks.
 func parkSyscallThreads(t *testing.T) {
 	t.Helper()
-	stop := make(chan struct{})
+	var stop atomic.Bool
 	var spin sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
 		spin.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
+			for !stop.Load() { // busy on purpose: keep the P
 			}
 		})
 	}
 	warmUp(t)
-	close(stop)
+	stop.Store(true)
 	spin.Wait()
 }
 
@@ -679,9 +675,9 @@ func TestListenSingletonRace(t *testing.T) {
 	}
 }
 
-// TestSamePeer: both ends identify the other as this user, the pid is this
-// process, and nothing is read from the pipe.
-func TestSamePeer(t *testing.T) {
+// TestCheckPeerPipe: both ends identify the other as this user, the pid is
+// this process, and nothing is read from the pipe.
+func TestCheckPeerPipe(t *testing.T) {
 	warmUp(t)
 	checkHandles(t)
 	l, name := serve(t)
@@ -691,27 +687,31 @@ func TestSamePeer(t *testing.T) {
 	if _, err := client.Write([]byte("unread")); err != nil {
 		t.Fatal(err)
 	}
-	pid, err := SamePeer(server)
-	if err != nil || pid != os.Getpid() {
-		t.Fatalf("SamePeer(server end) = %d, %v; want %d", pid, err, os.Getpid())
+	cred, err := CheckPeer(server, RealUID)
+	if err != nil || cred.PID != os.Getpid() || cred.UID != -1 {
+		t.Fatalf("CheckPeer(server end) = %+v, %v; want pid %d", cred, err, os.Getpid())
 	}
 	if cp, err := server.ClientPID(); err != nil || cp != os.Getpid() {
 		t.Fatalf("ClientPID = %d, %v", cp, err)
 	}
-	pid, err = SamePeer(client)
-	if err != nil || pid != os.Getpid() {
-		t.Fatalf("SamePeer(client end) = %d, %v; want %d", pid, err, os.Getpid())
+	cred, err = CheckPeer(client, EffectiveUID)
+	if err != nil || cred.PID != os.Getpid() {
+		t.Fatalf("CheckPeer(client end) = %+v, %v; want pid %d", cred, err, os.Getpid())
 	}
 	if n := pipeAvailable(t, server); n != len("unread") {
-		t.Fatalf("%d bytes in the pipe after SamePeer, want %d", n, len("unread"))
+		t.Fatalf("%d bytes in the pipe after CheckPeer, want %d", n, len("unread"))
 	}
-	if _, err := SamePeer(&net.TCPConn{}); err == nil {
-		t.Fatal("SamePeer accepted a non-pipe connection")
+	if _, err := CheckPeer(&net.TCPConn{}, RealUID); err == nil {
+		t.Fatal("CheckPeer accepted a non-pipe connection")
+	}
+	// PeerGuard, the servers' form, admits the same.
+	if cred, ok := NewPeerGuard(nil).Admit(server); !ok || cred.PID != os.Getpid() {
+		t.Fatalf("PeerGuard.Admit = %+v, %v", cred, ok)
 	}
 }
 
-// TestSamePeerProcesses: across processes each end names the other.
-func TestSamePeerProcesses(t *testing.T) {
+// TestCheckPeerPipeProcesses: across processes each end names the other.
+func TestCheckPeerPipeProcesses(t *testing.T) {
 	l, name := serve(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=dial", "PORTIER_IPC_TEST_PATH="+name)
@@ -733,8 +733,8 @@ func TestSamePeerProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if pid, err := SamePeer(s); err != nil || pid != cmd.Process.Pid {
-		t.Fatalf("SamePeer(server end) = %d, %v; want the child, %d", pid, err, cmd.Process.Pid)
+	if cred, err := CheckPeer(s, RealUID); err != nil || cred.PID != cmd.Process.Pid {
+		t.Fatalf("CheckPeer(server end) = %+v, %v; want the child, %d", cred, err, cmd.Process.Pid)
 	}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if want := fmt.Sprintf("server %d\n", os.Getpid()); err != nil || line != want {
@@ -742,7 +742,7 @@ func TestSamePeerProcesses(t *testing.T) {
 	}
 }
 
-// TestSameSID covers the comparison SamePeer makes with a SID that is not
+// TestSameSID covers the comparison CheckPeer makes with a SID that is not
 // ours. (A process of another user cannot be made under Wine, which runs
 // everything as one user; see docs/TESTING.md.)
 func TestSameSID(t *testing.T) {
@@ -757,10 +757,10 @@ func TestSameSID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sameSID(system, self); !errors.Is(err, ErrOtherUser) || !strings.Contains(err.Error(), "S-1-5-18") {
-		t.Fatalf("LocalSystem: %v, want ErrOtherUser naming S-1-5-18", err)
+	if err := sameSID(system, self); !errors.Is(err, ErrForeignPeer) || !strings.Contains(err.Error(), "S-1-5-18") {
+		t.Fatalf("LocalSystem: %v, want ErrForeignPeer naming S-1-5-18", err)
 	}
-	if err := sameSID(nil, self); !errors.Is(err, ErrOtherUser) {
+	if err := sameSID(nil, self); !errors.Is(err, ErrForeignPeer) {
 		t.Fatalf("no SID: %v", err)
 	}
 }

@@ -60,15 +60,16 @@ func (e *ForeignPeerError) Is(target error) bool { return target == ErrForeignPe
 
 // CheckPeer answers "is the peer of c me?". It returns the kernel-reported
 // credentials of c's peer and nil when the peer runs as this process's user
-// under rule self; a *ForeignPeerError (matching ErrForeignPeer) when it runs
-// as another user; and another error when the kernel cannot tell, which
-// callers treat as a refusal too: an unknown peer is never trusted.
+// under rule self; an error matching ErrForeignPeer when it runs as another
+// user (on Unix a *ForeignPeerError); and another error when the kernel
+// cannot tell, which callers treat as a refusal too: an unknown peer is
+// never trusted.
 //
 // Call it before reading any byte, so nothing the peer sends influences the
 // decision. It takes any net.Conn so that each platform's endpoint fits
 // behind it: a Unix domain socket on Unix (SO_PEERCRED, LOCAL_PEERCRED); on
-// Windows a named pipe, where the check of the peer's SID belongs (today the
-// pipe's DACL, set by ListenPipe, is what admits only this user).
+// Windows either end of a named pipe, whose peer process's token user SID
+// is compared with this process's.
 func CheckPeer(c net.Conn, self Self) (Cred, error) {
 	if self != RealUID && self != EffectiveUID {
 		return Cred{}, fmt.Errorf("ipc: CheckPeer: unknown rule %s", self)

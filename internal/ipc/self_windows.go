@@ -2,9 +2,11 @@ package ipc
 
 import "net"
 
-// checkPeer admits the peer: ListenPipe's protected DACL lets only this
-// user open the broker's and backends' pipes, and Windows has no real and
-// effective uids to tell apart. Comparing the peer's token SID with ours
-// (GetNamedPipeClientProcessId or GetNamedPipeServerProcessId, then the
-// process token) belongs here, so that every caller gets it unchanged.
-func checkPeer(net.Conn, Self) (Cred, error) { return Cred{}, nil }
+// checkPeer compares the user SID of the token of c's peer process with
+// this process's (pipePeer). Windows has no real and effective user ids to
+// tell apart, so the rule makes no difference. Cred.UID is -1: Windows
+// users are SIDs, not numbers.
+func checkPeer(c net.Conn, _ Self) (Cred, error) {
+	pid, err := pipePeer(c)
+	return Cred{UID: -1, PID: pid}, err
+}
