@@ -1,5 +1,3 @@
-//go:build unix
-
 package broker
 
 import (
@@ -34,7 +32,7 @@ const workerIdle = 10 * time.Second
 // handoff path's deeper stack, runtime.newstack and copystack were about 8%
 // of the broker's CPU under load (perf record, 16 concurrent clients). A
 // reused worker keeps its grown stack.
-func (b *Broker) dispatch(c *net.UnixConn) {
+func (b *Broker) dispatch(c acceptedConn) {
 	select {
 	case b.work <- c:
 	default:
@@ -45,7 +43,7 @@ func (b *Broker) dispatch(c *net.UnixConn) {
 
 // worker serves connections until it has been idle for workerIdle or the
 // broker stops accepting.
-func (b *Broker) worker(c *net.UnixConn) {
+func (b *Broker) worker(c acceptedConn) {
 	defer b.conns.Done()
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
@@ -64,7 +62,7 @@ func (b *Broker) worker(c *net.UnixConn) {
 
 // handleConn owns one accepted connection until it is handed off, answered
 // or turned into a backend control connection.
-func (b *Broker) handleConn(c *net.UnixConn) { b.serveConn(c, false) }
+func (b *Broker) handleConn(c acceptedConn) { b.serveConn(c, false) }
 
 // pressureReadTimeout bounds the read of the first frame of a connection
 // accepted with the reserve descriptor while the broker is out of them. A
@@ -80,7 +78,7 @@ const pressureReadTimeout = 250 * time.Millisecond
 // FD_PRESSURE (echoing its request_id and trace context), while an admin
 // request is served as usual, since `portier status` is what an operator
 // runs exactly then.
-func (b *Broker) serveConn(c *net.UnixConn, pressured bool) {
+func (b *Broker) serveConn(c acceptedConn, pressured bool) {
 	// Peer policy before any byte is read: another user's process is closed
 	// without an answer (and logged, rate-limited).
 	cred, ok := b.peers.Admit(c)
@@ -153,7 +151,7 @@ const fdPressureRetry = time.Second
 // sent part of a frame and then stalled is told the same at the deadline. A
 // peer that stayed silent gets no answer (there is nothing to answer),
 // except under descriptor pressure, where it learns why it waited.
-func (b *Broker) refuseFirstFrame(c *net.UnixConn, err error, got int, timeout time.Duration, pressured bool) {
+func (b *Broker) refuseFirstFrame(c acceptedConn, err error, got int, timeout time.Duration, pressured bool) {
 	const rej = pb.ErrorCode_ERROR_PEER_REJECTED
 	switch {
 	case errors.Is(err, wire.ErrFrameTooLarge):
@@ -202,7 +200,7 @@ func (b *Broker) acquireHelloSlot(deadline time.Time) bool {
 
 // serveHello routes one client: validate, find or start the backend, decide
 // on a handoff, answer Negotiated, and run the handoff.
-func (b *Broker) serveHello(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
+func (b *Broker) serveHello(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 	// The envelope before the payload: the kind is part of it.
 	if f.GetKind() != pb.FrameKind_FRAME_KIND_REQUEST {
 		b.refuse(c, f, pb.ErrorCode_ERROR_PEER_REJECTED, "a Hello must be a REQUEST frame", 0, map[string]string{"field": "kind"})
@@ -289,7 +287,7 @@ func (b *Broker) whenReadyBy(p *proc, deadline time.Time, serve, expire func()) 
 
 // route answers a Hello whose backend is ready (or failed to start) and
 // runs its handoff.
-func (b *Broker) route(c *net.UnixConn, f *pb.Frame, h *pb.Hello, def *servicedef.Definition, p *proc) {
+func (b *Broker) route(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef.Definition, p *proc) {
 	if p.readyErr != nil {
 		b.refuseErrFor(c, f, def.Name, p.readyErr)
 		return

@@ -1,5 +1,3 @@
-//go:build unix
-
 package broker
 
 import (
@@ -7,12 +5,10 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
 	"github.com/portier/portier/handoff"
-	"github.com/portier/portier/internal/fdpass"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -20,7 +16,7 @@ import (
 // controlConn is a verified backend's persistent control connection: offers
 // (with their descriptors) go out on it, ACKs come back.
 type controlConn struct {
-	conn           *net.UnixConn
+	conn           acceptedConn
 	proc           *proc
 	handoffCapable bool
 	orch           *handoff.Orchestrator
@@ -33,16 +29,16 @@ type controlConn struct {
 	pending map[uint64]*handoff.Attempt
 }
 
-// offerWriteTimeout bounds one sendmsg of an offer (a backend that stops
+// offerWriteTimeout bounds one write of an offer (a backend that stops
 // reading its control connection must not hold a handoff forever).
 const offerWriteTimeout = 2 * time.Second
 
-// startHandoff sends client's descriptor to the backend and returns; done
+// startHandoff moves client to the backend and returns; done
 // receives the outcome exactly once (ACK, rejection, deadline or loss of the
 // control connection), possibly before startHandoff returns. No goroutine
 // waits for the ACK: the control reader (or the deadline's timer) completes
 // the attempt.
-func (c *controlConn) startHandoff(a *handoff.Attempt, client *net.UnixConn, done func(handoff.Outcome)) {
+func (c *controlConn) startHandoff(a *handoff.Attempt, client acceptedConn, done func(handoff.Outcome)) {
 	id := a.ConnectionID()
 	c.mu.Lock()
 	if c.closed {
@@ -56,7 +52,7 @@ func (c *controlConn) startHandoff(a *handoff.Attempt, client *net.UnixConn, don
 	if d := a.Deadline(); d.Before(validUntil) {
 		validUntil = d
 	}
-	a.Start(context.Background(), &fdTransport{ctrl: c, client: client, validUntil: validUntil}, func(out handoff.Outcome) {
+	a.Start(context.Background(), c.transport(client, validUntil), func(out handoff.Outcome) {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
@@ -137,61 +133,39 @@ func (c *controlConn) quiesce(reason string) {
 	}
 }
 
-// fdTransport moves a client connection to a backend with SCM_RIGHTS: the
-// descriptor and the bytes of its offer frame travel in one sendmsg.
-type fdTransport struct {
-	ctrl       *controlConn
-	client     *net.UnixConn
-	validUntil time.Time // carried as the offer frame's deadline_unix_ms
-}
-
 // maxOfferValidity bounds how late a backend may adopt an offer. The
 // client's ready timeout (2 s by default) must exceed it: a client that gave
 // up and replayed its bytes on the reconnect route must never also have them
 // read by a backend that adopted the socket late.
 const maxOfferValidity = time.Second
 
-// Transfer is a no-op on Unix: the descriptor rides with the offer.
-func (t *fdTransport) Transfer(context.Context, *handoff.Offer) error { return nil }
-
 // errControlClosed: the backend's control connection went away before the
 // offer could be sent.
 var errControlClosed = errors.New("broker: backend control connection closed")
 
-// Deliver sends the offer with the client's descriptor.
-func (t *fdTransport) Deliver(_ context.Context, o *handoff.Offer) (bool, error) {
-	// The attempt is in c.pending before Start, so either this sees the
-	// connection abandoned, or abandonPending abandons the attempt (which
-	// then ends as soon as this returns): no offer waits for an ACK on a
-	// connection nobody reads ACKs from.
-	t.ctrl.mu.Lock()
-	closed := t.ctrl.closed
-	t.ctrl.mu.Unlock()
-	if closed {
-		return false, errControlClosed
-	}
-	f, err := wire.NewRequest(wire.ProtocolHandoff, o.ConnectionID, &pb.HandoffOffer{
-		Token: o.Token[:], ServiceName: o.Service, CorrelationId: o.ConnectionID,
-	})
-	if err != nil {
-		return false, err
-	}
-	f.DeadlineUnixMs = uint64(t.validUntil.UnixMilli())
-	msg, err := wire.EncodeFrame(f)
-	if err != nil {
-		return false, err
-	}
-	var sent bool
-	err = fdpass.WithFD(t.client, func(fd int) error {
-		t.ctrl.wmu.Lock()
-		defer t.ctrl.wmu.Unlock()
-		var serr error
-		sent, serr = fdpass.SendWithFD(t.ctrl.conn, msg, fd, time.Now().Add(offerWriteTimeout))
-		return serr
-	})
-	return sent, err
+// isClosed reports whether the control connection has been given up
+// (abandonPending ran). A transport checks it before it delivers: the
+// attempt is in c.pending before Start, so either the transport sees the
+// connection abandoned, or abandonPending abandons the attempt (which then
+// ends as soon as Deliver returns): no offer waits for an ACK on a
+// connection nobody reads ACKs from.
+func (c *controlConn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
-// Reclaim is a no-op on Unix: a descriptor that reached the backend is
-// closed by it (or by its exit).
-func (t *fdTransport) Reclaim(*handoff.Offer) error { return nil }
+// offerFrame encodes the HandoffOffer frame of o. handleValue is the
+// client's handle in the backend (Windows), 0 where the connection rides
+// with the frame (Unix); validUntil becomes the frame's deadline_unix_ms,
+// after which the backend must not adopt the connection.
+func offerFrame(o *handoff.Offer, handleValue uint64, validUntil time.Time) ([]byte, error) {
+	f, err := wire.NewRequest(wire.ProtocolHandoff, o.ConnectionID, &pb.HandoffOffer{
+		HandleValue: handleValue, Token: o.Token[:], ServiceName: o.Service, CorrelationId: o.ConnectionID,
+	})
+	if err != nil {
+		return nil, err
+	}
+	f.DeadlineUnixMs = uint64(validUntil.UnixMilli())
+	return wire.EncodeFrame(f)
+}

@@ -8,5 +8,11 @@
 // connection, or an admin request (0xAD01). The broker reads exactly that one
 // frame from a client; everything after it belongs to the backend.
 //
-// The daemon runs on Unix; on Windows the package is empty for now.
+// Everything above is platform-neutral. The operating system shows through
+// a few small files: accept_<os>.go (the listener, the accepted connection's
+// type and the accept loop), transport_<os>.go (the handoff.Transport that
+// moves a client connection to a backend: SCM_RIGHTS on Unix,
+// DuplicateHandle on Windows), spawn_<os>.go (starting, stopping and
+// identifying backend processes, and naming their endpoints) and
+// state_<os>.go (where the state file lives).
 package broker

@@ -1,13 +1,9 @@
-//go:build unix
-
 package broker
 
 import (
 	"fmt"
 	"net"
 	"path/filepath"
-
-	"github.com/portier/portier/internal/ipc"
 )
 
 // socketFromListener fills Socket from a handed-over Listener, or checks
@@ -28,12 +24,4 @@ func (c *Config) socketFromListener() error {
 		return fmt.Errorf("broker: Config.Socket %s is not the handed-over listener's path %s; leave --socket unset under socket activation, or make them agree", c.Socket, addr.Name)
 	}
 	return nil
-}
-
-// listen binds the broker's socket, or adopts the handed-over one.
-func (b *Broker) listen() (*ipc.Listener, error) {
-	if b.cfg.Listener != nil {
-		return ipc.AdoptSingleton(b.cfg.Listener)
-	}
-	return ipc.ListenSingleton(b.cfg.Socket)
 }

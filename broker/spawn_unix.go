@@ -3,75 +3,48 @@
 package broker
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 
-	"github.com/portier/portier/internal/spawnenv"
+	"github.com/portier/portier/internal/ipc"
 )
 
-// start execs p's command in its own process group with the portier
-// environment, output appended to a capped log file. For listen-fds
-// activation the broker binds the backend's socket and passes it as fd 3;
-// LISTEN_PID must be the backend's own pid, which only the child knows, so
-// the command runs through `sh -c 'LISTEN_PID=$$ exec "$0" "$@"'` (exec keeps
-// the pid).
-func (s *supervisor) start(p *proc, secret []byte, traceparent string) (*exec.Cmd, string, error) {
-	def := p.def
-	logDir := filepath.Join(s.b.cfg.StateDir, "logs")
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
-		return nil, "", err
-	}
-	logPath := filepath.Join(logDir, def.Name+"-"+def.Version+".log")
-	rotateLog(logPath, s.b.cfg.LogCap)
-	out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, logPath, err
-	}
-	defer out.Close()
+// procOS is what the broker holds of a backend process besides its pid and
+// start time: on Unix nothing. The process leads its own process group, so
+// the group's id is the pid.
+type procOS struct{}
 
-	// The definition's env cannot override the contract: later entries win.
-	env := spawnenv.Strip(os.Environ())
-	for k, v := range def.Env {
-		env = append(env, k+"="+v)
-	}
-	env = append(env, (&spawnenv.Env{
-		Service:     def.Name,
-		Version:     def.Version,
-		Broker:      s.b.cfg.Socket,
-		Endpoint:    p.endpoint,
-		Secret:      secret,
-		TraceParent: traceparent,
-	}).Vars()...)
-
-	cmd := exec.Command(def.Command[0], def.Command[1:]...)
+// startProcess starts cmd in its own process group and records it in p. For
+// listen-fds activation the broker binds the backend's socket and passes it
+// as fd 3; LISTEN_PID must be the backend's own pid, which only the child
+// knows, so the command runs through `sh -c 'LISTEN_PID=$$ exec "$0" "$@"'`
+// (exec keeps the pid).
+func startProcess(p *proc, cmd *exec.Cmd) (wait func() error, err error) {
 	if p.listenFDs {
 		ln, err := bindActivationSocket(p.endpoint)
 		if err != nil {
-			return nil, logPath, fmt.Errorf("bind activation socket: %w", err)
+			return nil, fmt.Errorf("bind activation socket: %w", err)
 		}
 		defer ln.Close()
-		cmd = exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`}, def.Command...)...)
-		cmd.ExtraFiles = []*os.File{ln}
-		env = append(env, "LISTEN_FDS=1", "LISTEN_FDNAMES="+def.Name)
+		sh := exec.Command("/bin/sh", append([]string{"-c", `LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"`}, p.def.Command...)...)
+		sh.Env = append(cmd.Env, "LISTEN_FDS=1", "LISTEN_FDNAMES="+p.def.Name)
+		sh.Dir, sh.Stdout, sh.Stderr = cmd.Dir, cmd.Stdout, cmd.Stderr
+		sh.ExtraFiles = []*os.File{ln}
+		cmd = sh
 	}
-	cmd.Env = env
-	cmd.Dir = def.Dir
-	cmd.Stdout = out
-	cmd.Stderr = out
 	// Own process group: a terminal's ^C to the broker does not reach
 	// backends, and the broker can stop a whole backend tree.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, logPath, err
+		return nil, err
 	}
-	return cmd, logPath, nil
+	p.pid = cmd.Process.Pid
+	p.startTime, _ = ipc.ProcessStartTime(p.pid)
+	return cmd.Wait, nil
 }
 
 // bindActivationSocket binds a listening socket for a listen-fds backend and
@@ -91,84 +64,38 @@ func bindActivationSocket(path string) (*os.File, error) {
 	return ln.File()
 }
 
-func killGroup(pid int) {
-	if pid > 0 {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+// kill stops p's process group at once (SIGKILL).
+func (p *proc) kill() {
+	if p.pid > 0 {
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	}
 }
 
-func terminateGroup(pid int) {
-	if pid > 0 {
-		_ = syscall.Kill(-pid, syscall.SIGTERM)
+// terminate asks p's process group to stop (SIGTERM).
+func (p *proc) terminate() {
+	if p.pid > 0 {
+		_ = syscall.Kill(-p.pid, syscall.SIGTERM)
 	}
 }
 
-// exitStatus renders a Wait error for people: "exit status 1", "signal: killed".
-func exitStatus(err error) string {
-	if err == nil {
-		return "exit status 0"
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ProcessState.String()
-	}
-	return err.Error()
+// alive reports whether a re-adopted backend (not the broker's child, so
+// not waited for) still runs: its pid runs with the recorded start time.
+func (p *proc) alive() bool { return processMatches(p.pid, p.startTime) }
+
+// adoptOS takes hold of a re-adopted backend's process once its
+// registration passed the identity checks. Unix needs nothing: the pid and
+// its process group are all the broker uses.
+func (p *proc) adoptOS() error { return nil }
+
+// releaseOS lets go of what adoptOS or startProcess took; nothing on Unix.
+func (*procOS) releaseOS() {}
+
+// backendEndpoint is the path of a backend's own socket: in the broker's
+// private directory, named after the service's build (key) and a random
+// part.
+func backendEndpoint(socket, key, random string) string {
+	return filepath.Join(filepath.Dir(socket), "be-"+key+"-"+random+".sock")
 }
 
-// rotateLog keeps a backend log under limit: a larger log is moved to
-// <path>.1 (replacing the previous one) before the next start appends.
-func rotateLog(path string, limit int64) {
-	if fi, err := os.Stat(path); err == nil && fi.Size() > limit {
-		_ = os.Rename(path, path+".1")
-	}
-}
-
-// tailLines returns the last n lines of the file, reading at most limit bytes.
-func tailLines(path string, n int, limit int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(fi.Size()-limit, 0)
-	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
-	if err != nil {
-		return ""
-	}
-	buf = bytes.TrimRight(buf, "\n")
-	lines := bytes.Split(buf, []byte("\n"))
-	if off > 0 && len(lines) > 1 {
-		lines = lines[1:] // first line is probably cut
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
-}
-
-// copyTruncate keeps the last keep bytes of path in path+".1" and empties
-// path.
-func copyTruncate(path string, keep int64) {
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return
-	}
-	off := max(fi.Size()-keep, 0)
-	tail, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
-	if err != nil {
-		return
-	}
-	if err := os.WriteFile(path+".1", tail, 0o600); err != nil {
-		return
-	}
-	_ = os.Truncate(path, 0)
-}
+// removeEndpoint removes the socket file a killed backend left behind.
+func removeEndpoint(path string) { _ = os.Remove(path) }

@@ -1,5 +1,3 @@
-//go:build unix
-
 package broker
 
 import (
@@ -195,7 +193,7 @@ func (s *supervisor) recordExe(p *proc) {
 // that have exited.
 func (s *supervisor) reapAdopted() {
 	for _, p := range s.snapshot() {
-		if !p.child && !processMatches(p.pid, p.startTime) {
+		if !p.child && !p.alive() {
 			s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
 		}
 	}

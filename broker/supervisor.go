@@ -1,5 +1,3 @@
-//go:build unix
-
 package broker
 
 import (
@@ -42,6 +40,7 @@ type proc struct {
 	pid       int
 	startTime uint64
 	child     bool   // started by this broker run (else re-adopted): Wait works
+	procOS           // what the broker holds of the process: spawn_<os>.go
 	exe       string // guarded by supervisor.mu
 	exeSHA256 string // guarded by supervisor.mu
 
@@ -236,8 +235,7 @@ func (s *supervisor) newProc(def *servicedef.Definition) (*proc, error) {
 		return nil, err
 	}
 	sum := sha256.Sum256([]byte(def.Name + "\x00" + def.Version))
-	endpoint := filepath.Join(filepath.Dir(s.b.cfg.Socket),
-		fmt.Sprintf("be-%s-%s.sock", hex.EncodeToString(sum[:5]), hex.EncodeToString(rnd[:])))
+	endpoint := backendEndpoint(s.b.cfg.Socket, hex.EncodeToString(sum[:5]), hex.EncodeToString(rnd[:]))
 	return &proc{
 		dispatch:  s.dispatchWaiter,
 		procKey:   procKey{def.Name, def.Version},
@@ -276,7 +274,7 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 	p.secretHash = sha256.Sum256(secret)
 	p.started = time.Now()
 	s.starting.RLock()
-	cmd, logPath, err := s.start(p, secret, traceparent)
+	wait, logPath, err := s.start(p, secret, traceparent)
 	clear(secret)
 	if err != nil {
 		s.starting.RUnlock()
@@ -289,9 +287,7 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 		s.forget(p)
 		return
 	}
-	p.pid = cmd.Process.Pid
 	p.child = true
-	p.startTime, _ = ipc.ProcessStartTime(p.pid)
 	s.mu.Lock()
 	s.byPID[p.pid] = p
 	s.mu.Unlock()
@@ -305,7 +301,7 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 	}
 
 	waitDone := make(chan error, 1)
-	go func() { waitDone <- cmd.Wait() }()
+	go func() { waitDone <- wait() }()
 	timer := time.NewTimer(p.def.StartTimeout)
 	defer timer.Stop()
 	select {
@@ -322,7 +318,7 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 		s.exited(p, log, err)
 		return
 	case <-timer.C:
-		killGroup(p.pid)
+		p.kill()
 		err := <-waitDone
 		s.startFailed(p, log, fmt.Sprintf("did not register within start_timeout %s", p.def.StartTimeout), exitStatus(err), logPath)
 		s.exited(p, log, err)
@@ -355,12 +351,13 @@ func (s *supervisor) exited(p *proc, log interface {
 		return
 	}
 	close(p.exited)
-	_ = os.Remove(p.endpoint) // a killed backend leaves its socket behind
+	removeEndpoint(p.endpoint) // a killed backend leaves its socket behind
 	log.Info("backend exited", "pid", p.pid, "status", exitStatus(waitErr))
 	if c := p.ctrl.Load(); c != nil {
 		c.conn.Close()
 	}
 	s.forget(p)
+	p.releaseOS()
 	s.saveState()
 }
 
@@ -378,7 +375,7 @@ func (s *supervisor) forget(p *proc) {
 
 // serveControl verifies a backend's registration and then serves its
 // control connection until it closes.
-func (s *supervisor) serveControl(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
+func (s *supervisor) serveControl(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 	defer c.Close()
 	msg, err := wire.DecodeBackendControl(f.GetPayload())
 	if err != nil {
@@ -391,6 +388,11 @@ func (s *supervisor) serveControl(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 	}
 	reg := msg.GetRegister()
 	p, err := s.verify(reg, cred)
+	if err == nil && !p.child {
+		// A backend recorded by a previous broker: the broker takes hold of
+		// its process only now that it proved to be the recorded one.
+		err = p.adoptOS()
+	}
 	if err != nil {
 		s.b.metrics.registrations.WithLabelValues("refused").Inc()
 		s.b.log.Warn("backend registration refused", "pid", cred.PID, "service", reg.GetServiceName(), "err", err)
@@ -428,7 +430,7 @@ func (s *supervisor) serveControl(c *net.UnixConn, cred ipc.Cred, f *pb.Frame) {
 	// Without a control connection the backend cannot be verified again
 	// until it re-registers; new Hellos may still use its endpoint. A
 	// re-adopted backend is not our child, so check here whether it died.
-	if !p.child && !processMatches(p.pid, p.startTime) {
+	if !p.child && !p.alive() {
 		s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
 	}
 }
@@ -562,7 +564,7 @@ func (s *supervisor) quiesceIdle(now time.Time) {
 		if c := p.control(); c != nil {
 			c.quiesce("idle for " + p.def.IdleTimeout.String())
 		} else {
-			terminateGroup(p.pid)
+			p.terminate()
 		}
 	}
 }
@@ -601,15 +603,15 @@ func (s *supervisor) shutdown() {
 	}
 }
 
-// stopAll asks every backend to quiesce and kills the process groups of
-// those still running after ShutdownGrace.
+// stopAll asks every backend to quiesce and kills those still running
+// after ShutdownGrace, with the processes they started (p.kill).
 func (s *supervisor) stopAll() {
 	procs := s.snapshot()
 	for _, p := range procs {
 		if c := p.control(); c != nil {
 			c.quiesce("broker stopping")
 		} else {
-			terminateGroup(p.pid)
+			p.terminate()
 		}
 	}
 	deadline := time.NewTimer(s.b.cfg.ShutdownGrace)
@@ -619,7 +621,7 @@ func (s *supervisor) stopAll() {
 		case <-p.exited:
 		case <-deadline.C:
 			for _, p := range procs {
-				killGroup(p.pid)
+				p.kill()
 			}
 			return
 		}

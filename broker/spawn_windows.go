@@ -1,0 +1,23 @@
+//go:build windows
+
+package broker
+
+import (
+	"os/exec"
+)
+
+// procOS is what the broker holds of a backend process besides its pid.
+type procOS struct{}
+
+// startProcess would start cmd for p.
+func startProcess(*proc, *exec.Cmd) (func() error, error) { return nil, errWindowsUnsupported }
+
+func (p *proc) kill()          {}
+func (p *proc) terminate()     {}
+func (p *proc) alive() bool    { return processMatches(p.pid, p.startTime) }
+func (p *proc) adoptOS() error { return errWindowsUnsupported }
+func (p *proc) releaseOS()     {}
+func removeEndpoint(string)    {}
+
+// backendEndpoint is the name of a backend's own pipe.
+func backendEndpoint(socket, key, random string) string { return socket + "-be-" + key + "-" + random }
