@@ -1,0 +1,6 @@
+//go:build race
+
+package soak
+
+// raceEnabled: the portier binary under test is built with -race too.
+const raceEnabled = true
