@@ -254,11 +254,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, v := range r.BrokerHellos {
 			total += v
 		}
-		fmt.Fprintf(&b, "Hellos as the brokers counted them: %s", routes(r.BrokerHellos, total))
+		b.WriteString("Hellos as the brokers counted them (portier_hellos_total, each broker's read before it stopped)")
 		if r.BrokerHellosMissed > 0 {
-			fmt.Fprintf(&b, " (%d brokers' counters not read)", r.BrokerHellosMissed)
+			fmt.Fprintf(&b, ", %d brokers not read", r.BrokerHellosMissed)
 		}
-		b.WriteString("\n")
+		b.WriteString(":\n")
+		tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
+		for _, k := range slices.Sorted(maps.Keys(r.BrokerHellos)) {
+			fmt.Fprintf(tw, "  %s\t%d\t%.1f%%\t\n", k, r.BrokerHellos[k], 100*float64(r.BrokerHellos[k])/float64(max(total, 1)))
+		}
+		tw.Flush()
 	}
 	b.WriteString("\n")
 

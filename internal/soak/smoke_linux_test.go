@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/portier/portier/client"
 )
 
 // smokeBound bounds a smoke run from the outside: Run must come back even
@@ -188,4 +191,23 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// TestClassifyNoBroker: client.Dial's own error for a socket nobody
+// listens on is classified as ErrBrokerUnavailable, which the timeline
+// then judges.
+func TestClassifyNoBroker(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "broker.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := client.Dial(ctx, ServiceEcho, client.Socket(sock))
+	if err == nil {
+		c.Close()
+		t.Fatal("Dial succeeded without a broker")
+	}
+	k, key := classify(err, time.Since(start), 10*time.Second)
+	if k != kindError || key != keyBrokerUnavailable {
+		t.Fatalf("classify(%v) = %d %q, want %q", err, k, key, keyBrokerUnavailable)
+	}
 }
