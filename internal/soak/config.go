@@ -58,6 +58,15 @@ type Config struct {
 	KeepDir bool
 	// Progress receives a line per chaos event and phase; nil discards.
 	Progress io.Writer
+
+	// watch, when set, is told each completed chaos event ("kill",
+	// "restart SIGTERM", "restart SIGKILL"), so that a test can end the
+	// load by cancelling Run's context once it has seen what it needs
+	// instead of guessing a duration.
+	watch func(event string)
+	// unmeasured skips both quiet points (a test that only checks how
+	// attempts are classified).
+	unmeasured bool
 }
 
 // Service is a service definition the soak writes; every one runs

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,11 @@ const smokeBound = 90 * time.Second
 
 func runBounded(t *testing.T, cfg Config) *Report {
 	t.Helper()
+	return runBoundedCtx(t, context.Background(), cfg)
+}
+
+func runBoundedCtx(t *testing.T, ctx context.Context, cfg Config) *Report {
+	t.Helper()
 	cfg.Progress = testWriter{t}
 	type result struct {
 		rep *Report
@@ -27,7 +33,7 @@ func runBounded(t *testing.T, cfg Config) *Report {
 	}
 	done := make(chan result, 1)
 	go func() {
-		rep, err := Run(context.Background(), cfg)
+		rep, err := Run(ctx, cfg)
 		done <- result{rep, err}
 	}()
 	select {
@@ -68,9 +74,13 @@ func TestSmokeDetects(t *testing.T) {
 		name      string
 		service   string
 		hungAfter time.Duration
-		check     func(t *testing.T, rep *Report)
+		// measured: the quiet points are measured (the healthy case
+		// checks that nothing fails, descriptors included; the faults
+		// need only the classification).
+		measured bool
+		check    func(t *testing.T, rep *Report)
 	}{
-		{"healthy echo", ServiceEcho, 0, func(t *testing.T, rep *Report) {
+		{"healthy echo", ServiceEcho, 0, true, func(t *testing.T, rep *Report) {
 			c := rep.Clients
 			if c.Correct == 0 || c.Correct != c.Attempted {
 				t.Errorf("correct %d of %d attempts, want all (errors %v, samples %v)", c.Correct, c.Attempted, c.Errors, c.Samples)
@@ -82,7 +92,7 @@ func TestSmokeDetects(t *testing.T) {
 				t.Errorf("routes %v: want handoff (default options) and direct (HelloSkip)", c.Routes)
 			}
 		}},
-		{"corrupting backend", "corrupt", 0, func(t *testing.T, rep *Report) {
+		{"corrupting backend", "corrupt", 0, false, func(t *testing.T, rep *Report) {
 			c := rep.Clients
 			if c.Corrupt == 0 || c.Corrupt != c.Attempted {
 				t.Errorf("corrupt %d of %d attempts, want all (errors %v)", c.Corrupt, c.Attempted, c.Errors)
@@ -94,7 +104,7 @@ func TestSmokeDetects(t *testing.T) {
 				t.Errorf("failed checks %v lack \"no corrupt reply\"", v)
 			}
 		}},
-		{"silent backend", "silent", time.Second, func(t *testing.T, rep *Report) {
+		{"silent backend", "silent", time.Second, false, func(t *testing.T, rep *Report) {
 			c := rep.Clients
 			if c.Hung == 0 || c.Hung != c.Attempted {
 				t.Errorf("hung %d of %d attempts, want all (errors %v, samples %v)", c.Hung, c.Attempted, c.Errors, c.Samples)
@@ -103,13 +113,13 @@ func TestSmokeDetects(t *testing.T) {
 				t.Errorf("failed checks %v lack \"no hung attempt\"", v)
 			}
 		}},
-		{"unknown service", "nosuch", 0, func(t *testing.T, rep *Report) {
+		{"unknown service", "nosuch", 0, false, func(t *testing.T, rep *Report) {
 			c := rep.Clients
 			if n := c.Errors["refused: SERVICE_UNKNOWN"]; n == 0 || n != c.Attempted {
 				t.Errorf("SERVICE_UNKNOWN refusals %d of %d attempts, want all (errors %v)", n, c.Attempted, c.Errors)
 			}
 		}},
-		{"backend that cannot start", "broken", 0, func(t *testing.T, rep *Report) {
+		{"backend that cannot start", "broken", 0, false, func(t *testing.T, rep *Report) {
 			// After a few failed starts the broker stops trying for a
 			// while and says so.
 			c := rep.Clients
@@ -126,8 +136,9 @@ func TestSmokeDetects(t *testing.T) {
 			t.Parallel()
 			rep := runBounded(t, Config{
 				Portier: portier, Backend: backend, Service: tc.service, Extra: extra,
-				Duration: time.Second, Clients: 2, HungAfter: tc.hungAfter,
+				Duration: 500 * time.Millisecond, Clients: 2, HungAfter: tc.hungAfter,
 				KillEvery: -1, RestartEvery: -1, LongLived: -1, Settle: -1,
+				unmeasured: !tc.measured,
 			})
 			if rep.Clients.Attempted == 0 {
 				t.Fatal("no attempt made")
@@ -137,17 +148,32 @@ func TestSmokeDetects(t *testing.T) {
 	}
 }
 
-// TestSmokeChaos runs a few seconds of the real soak and checks that the
-// harness does what it says: it kills backends, restarts the broker both
-// ways, serves clients through it all, measures both quiet points and
-// reports in both forms. It asserts nothing about the broker's lifecycle
-// (TestSoak does).
+// TestSmokeChaos runs the real soak until it has killed a backend and
+// restarted the broker both ways, and checks that the harness does what it
+// says: clients are served through it all, both quiet points are measured
+// and the report reads back from JSON. It asserts nothing about the
+// broker's lifecycle (TestSoak does).
 func TestSmokeChaos(t *testing.T) {
 	t.Parallel()
-	rep := runBounded(t, Config{
+	// The load ends once the chaos has happened (Duration is only an
+	// upper bound), so a slow machine makes the test longer, not flaky.
+	ctx, enough := context.WithCancel(context.Background())
+	defer enough()
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	watch := func(e string) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen[e] = true
+		if seen["kill"] && seen["restart SIGTERM"] && seen["restart SIGKILL"] {
+			enough()
+		}
+	}
+	rep := runBoundedCtx(t, ctx, Config{
 		Portier: portierBinary(t), Backend: self(t),
-		Duration: 3 * time.Second, Clients: 4, KillEvery: 500 * time.Millisecond,
-		RestartEvery: 400 * time.Millisecond, LongLived: 1, LongLivedFor: 2 * time.Second, Settle: time.Second,
+		Duration: time.Minute, Clients: 4, KillEvery: 300 * time.Millisecond,
+		RestartEvery: 300 * time.Millisecond, LongLived: 1, LongLivedFor: 2 * time.Second, Settle: 500 * time.Millisecond,
+		watch: watch,
 	})
 	if rep.BackendKills == 0 {
 		t.Errorf("no backend killed (%d ticks skipped)", rep.KillsSkipped)
