@@ -253,22 +253,49 @@ func (r *reaper) reap() {
 
 // children lists this process's children, from every thread's
 // /proc/self/task/<tid>/children (a child belongs to the thread that
-// forked it; an orphan to the one the kernel picked).
+// forked it; an orphan to the one the kernel picked), or, on a kernel
+// built without those files, from the parent pid of every process.
 func children() []int {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return nil
 	}
 	var pids []int
+	listed := false
 	for _, t := range tasks {
 		b, err := os.ReadFile(filepath.Join("/proc/self/task", t.Name(), "children"))
 		if err != nil {
 			continue
 		}
+		listed = true
 		for f := range strings.FieldsSeq(string(b)) {
 			if pid, err := strconv.Atoi(f); err == nil {
 				pids = append(pids, pid)
 			}
+		}
+	}
+	if listed {
+		return pids
+	}
+	return childrenByParent()
+}
+
+// childrenByParent lists this process's children from the parent pid of
+// every process.
+func childrenByParent() []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	self := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, ppid, err := procStat(pid); err == nil && ppid == self {
+			pids = append(pids, pid)
 		}
 	}
 	return pids
