@@ -707,11 +707,11 @@ func (r *runner) attempt(svc string, m mode, rng *mrand.Rand) outcome {
 				return r.failed(o, o.start, err)
 			}
 		}
-		if done, ok := r.readEcho(&o, c, req); !ok {
+		if done, ok := r.readEcho(&o, c, req, o.start); !ok {
 			return done
 		}
 	}
-	if done, ok := r.readEnd(&o, c); !ok {
+	if done, ok := r.readEnd(&o, c, o.start); !ok {
 		return done
 	}
 	o.kind, o.route, o.end = kindCorrect, c.Route(), time.Now()
@@ -719,9 +719,9 @@ func (r *runner) attempt(svc string, m mode, rng *mrand.Rand) outcome {
 }
 
 // readEcho reads the echo of req. It returns ok=false with the finished
-// outcome when the echo was wrong or did not come.
-func (r *runner) readEcho(o *outcome, c net.Conn, req []byte) (outcome, bool) {
-	reqStart := time.Now()
+// outcome when the echo was wrong or did not come. bounded is when c's
+// deadline was set, HungAfter before it.
+func (r *runner) readEcho(o *outcome, c net.Conn, req []byte, bounded time.Time) (outcome, bool) {
 	got := make([]byte, len(req))
 	n, err := io.ReadFull(c, got)
 	if n > 0 && !bytes.Equal(got[:n], req[:n]) {
@@ -729,18 +729,17 @@ func (r *runner) readEcho(o *outcome, c net.Conn, req []byte) (outcome, bool) {
 		return *o, false
 	}
 	if err != nil {
-		return r.failed(*o, reqStart, err), false
+		return r.failed(*o, bounded, err), false
 	}
 	return outcome{}, true
 }
 
 // readEnd half-closes c and expects the backend to close without another
 // byte: a replayed request the backend saw twice, or a reply sent twice,
-// shows up here.
-func (r *runner) readEnd(o *outcome, c *client.Conn) (outcome, bool) {
-	reqStart := time.Now()
+// shows up here. bounded is as for readEcho.
+func (r *runner) readEnd(o *outcome, c *client.Conn, bounded time.Time) (outcome, bool) {
 	if err := c.CloseWrite(); err != nil {
-		return r.failed(*o, reqStart, err), false
+		return r.failed(*o, bounded, err), false
 	}
 	var extra [256]byte
 	n, err := io.ReadFull(c, extra[:])
@@ -749,7 +748,7 @@ func (r *runner) readEnd(o *outcome, c *client.Conn) (outcome, bool) {
 		return *o, false
 	}
 	if err != io.EOF {
-		return r.failed(*o, reqStart, err), false
+		return r.failed(*o, bounded, err), false
 	}
 	return outcome{}, true
 }
@@ -767,8 +766,9 @@ func corruption(got, want []byte) string {
 	return fmt.Sprintf("reply differs from the %d-byte request at byte %d", len(want), i)
 }
 
-// failed classifies err; since is when the step that failed began (the
-// attempt's start, or a long-lived connection's request).
+// failed classifies err; since is when the deadline of the step that
+// failed was set, HungAfter before it (the attempt's start, or a
+// long-lived connection's request).
 func (r *runner) failed(o outcome, since time.Time, err error) outcome {
 	o.end = time.Now()
 	o.kind, o.key = classify(err, o.end.Sub(since), r.cfg.HungAfter)
@@ -835,12 +835,13 @@ func (r *runner) longConn(rng *mrand.Rand, stop <-chan struct{}) outcome {
 		if _, err := c.Write(req); err != nil {
 			return r.failed(o, reqStart, err)
 		}
-		if done, ok := r.readEcho(&o, c, req); !ok {
+		if done, ok := r.readEcho(&o, c, req, reqStart); !ok {
 			return done
 		}
 	}
-	_ = c.SetDeadline(time.Now().Add(r.cfg.HungAfter))
-	if done, ok := r.readEnd(&o, c); !ok {
+	endStart := time.Now()
+	_ = c.SetDeadline(endStart.Add(r.cfg.HungAfter))
+	if done, ok := r.readEnd(&o, c, endStart); !ok {
 		return done
 	}
 	o.kind, o.route, o.end = kindCorrect, c.Route(), time.Now()
