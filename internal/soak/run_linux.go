@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -458,7 +459,7 @@ func (r *runner) count(n *int) {
 	*n++
 }
 
-// statusRow is one backend line of `portier status`.
+// statusRow is one backend of `portier status`.
 type statusRow struct {
 	service, version, state string
 	pid                     int
@@ -468,31 +469,31 @@ func (s statusRow) String() string {
 	return fmt.Sprintf("%s %s pid %d %s", s.service, s.version, s.pid, s.state)
 }
 
-// status runs `portier status` and parses its backend table.
+// status runs `portier status --json` (field names documented in
+// docs/CLI.md) and returns its backends.
 func (r *runner) status() ([]statusRow, error) {
-	out, err := r.cli("status")
+	out, err := r.cli("status", "--json")
 	if err != nil {
 		return nil, err
 	}
-	var rows []statusRow
-	inTable := false
-	for line := range strings.SplitSeq(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		if f[0] == "SERVICE" {
-			inTable = true
-			continue
-		}
-		if !inTable || len(f) < 5 {
-			continue
-		}
-		pid, err := strconv.Atoi(f[2])
-		if err != nil {
-			return nil, fmt.Errorf("soak: unexpected status line %q", line)
-		}
-		rows = append(rows, statusRow{service: f[0], version: f[1], pid: pid, state: f[4]})
+	var st struct {
+		Running  bool `json:"running"`
+		Backends []struct {
+			Service string `json:"service"`
+			Version string `json:"version"`
+			PID     int    `json:"pid"`
+			State   string `json:"state"`
+		} `json:"backends"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		return nil, fmt.Errorf("portier status --json: %w", err)
+	}
+	if !st.Running {
+		return nil, errors.New("portier status: no broker running")
+	}
+	rows := make([]statusRow, 0, len(st.Backends))
+	for _, b := range st.Backends {
+		rows = append(rows, statusRow{service: b.Service, version: b.Version, pid: b.PID, state: b.State})
 	}
 	return rows, nil
 }
@@ -534,11 +535,11 @@ func (r *runner) collectHellos() {
 	}
 }
 
-// cli runs `portier <verb> --socket <sock>` and returns its output.
-func (r *runner) cli(verb string) ([]byte, error) {
+// cli runs `portier <verb> --socket <sock> [args]` and returns its output.
+func (r *runner) cli(verb string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cliWait)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, r.cfg.Portier, verb, "--socket", r.sock)
+	cmd := exec.CommandContext(ctx, r.cfg.Portier, append([]string{verb, "--socket", r.sock}, args...)...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := r.rp.run(cmd); err != nil {
