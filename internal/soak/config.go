@@ -43,9 +43,10 @@ type Config struct {
 	// so that a broker that counts idleness from the last Hello quiesces a
 	// backend under a live connection [3s].
 	SteadyIdle time.Duration
-	// Settle is the wait after the chaos before the final measurement, long
-	// enough for re-adoption and the broker's periodic checks [3s];
-	// negative means none.
+	// Settle is the wait after the chaos before the final measurement: long
+	// enough for re-adoption and the broker's periodic checks, and for its
+	// idle connection workers to exit (10 s), so that goroutines compare
+	// like with like [12s]; negative means none.
 	Settle time.Duration
 	// Service is the service the clients load ["echo"]; KillEvery kills
 	// only echo backends.
@@ -111,7 +112,7 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.BrokerDownFor, 200*time.Millisecond)
 	def(&c.LongLivedFor, 6*time.Second)
 	def(&c.SteadyIdle, 3*time.Second)
-	def(&c.Settle, 3*time.Second)
+	def(&c.Settle, 12*time.Second)
 	if c.Service == "" {
 		c.Service = ServiceEcho
 	}

@@ -38,7 +38,8 @@ type Report struct {
 	// SIGTERM.
 	BrokerBadExits []string `json:"broker_bad_exits,omitempty"`
 	// BrokerDown is the total time without a listening broker, as the soak
-	// measured it (from the signal to the new broker's first accept).
+	// measured it (from the signal to the new broker's first answer to
+	// `portier status`).
 	BrokerDown Duration `json:"broker_down"`
 
 	// BrokerHellos sums every broker's portier_hellos_total by outcome and

@@ -278,7 +278,7 @@ func (r *runner) currentBroker() *brokerProc {
 	return r.broker
 }
 
-// startBroker starts `portier serve` and returns once it accepts.
+// startBroker starts `portier serve` and returns once it answers.
 func (r *runner) startBroker() error {
 	logf, err := os.OpenFile(filepath.Join(r.dir, "broker.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -305,10 +305,12 @@ func (r *runner) startBroker() error {
 	r.bmu.Lock()
 	r.broker = bp
 	r.bmu.Unlock()
+	// Listening is judged by a successful `portier status`: a bare connect
+	// would do too, but the broker rightly counts a peer that closes
+	// without a Hello as refused, which would show in its metrics.
 	deadline := time.Now().Add(brokerStartWait)
 	for {
-		if c, err := net.DialTimeout("unix", r.sock, time.Second); err == nil {
-			c.Close()
+		if _, err := r.status(); err == nil {
 			r.tl.brokerUp(time.Now())
 			return nil
 		}

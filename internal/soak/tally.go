@@ -35,8 +35,7 @@ func (tl *timeline) brokerDown(t time.Time) {
 	tl.downs = append(tl.downs, window{start: t})
 }
 
-// brokerUp closes the open window at t (once a new broker was seen
-// accepting).
+// brokerUp closes the open window at t (once a new broker answered).
 func (tl *timeline) brokerUp(t time.Time) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
@@ -54,8 +53,8 @@ func (tl *timeline) kill(t time.Time) {
 
 // downDuring reports whether [s, e] overlaps a window without a broker.
 // Windows open before the signal is sent and close only after a new broker
-// was seen accepting, so they cover the real outage and a little more: a
-// failure judged "broker listening" is one.
+// answered `portier status`, so they cover the real outage and a little
+// more: a failure judged "broker listening" is one.
 func (tl *timeline) downDuring(s, e time.Time) bool {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
