@@ -167,9 +167,28 @@ func (r *Report) Checks() []Check {
 			Detail: "issue 11 item 4: a backend's death is noticed at once"},
 		{Name: "no stale backend socket after settling", Count: int64(max(0, r.After.BackendSockets-r.After.live())),
 			Detail: "issue 11 item 4: stale backend sockets are removed"},
+		{Name: "no refusal that a valid Hello for a defined service never deserves", Count: r.wrongRefusals(),
+			Detail: strings.Join(wrongRefusalKeys, ", ")},
 		{Name: "SIGTERM ends the broker with status 0", Count: int64(len(r.BrokerBadExits))},
 		{Name: "no panic or data race in the logs", Count: int64(len(r.LogFindings))},
 	}
+}
+
+// wrongRefusalKeys are the refusals the soak's clients never deserve: they
+// send valid Hellos for defined services. (SHUTTING_DOWN, RATE_LIMITED and
+// FD_PRESSURE can be right under chaos; BACKEND_SPAWN_FAILED has its own
+// check.)
+var wrongRefusalKeys = []string{
+	"refused: SERVICE_UNKNOWN", "refused: VERSION_BLOCKED", "refused: VERSION_UNSUPPORTED",
+	"refused: PEER_REJECTED", "refused: INTERNAL",
+}
+
+func (r *Report) wrongRefusals() int64 {
+	var n int64
+	for _, k := range wrongRefusalKeys {
+		n += r.Clients.Errors[k] + r.LongLived.Errors[k]
+	}
+	return n
 }
 
 // Violations are the checks that failed.

@@ -50,15 +50,21 @@ func TestChecksAndTable(t *testing.T) {
 		Clients: Counts{Attempted: 10, Correct: 6, Corrupt: 1, Errors: map[string]int64{
 			KeyBackendUnavailable: 1, KeyBrokerDown: 1, KeyBrokerListening: 1,
 		}},
-		LongLived: Counts{Attempted: 2, Correct: 1, Errors: map[string]int64{KeyCutUnexplained: 1}},
+		LongLived: Counts{Attempted: 2, Correct: 1, Errors: map[string]int64{KeyCutUnexplained: 1, "refused: VERSION_BLOCKED": 2, "refused: SHUTTING_DOWN": 3}},
 	}
 	var failedNames []string
 	for _, c := range rep.Violations() {
 		failedNames = append(failedNames, c.Name)
 	}
-	want := []string{"no corrupt reply", "no ErrBackendUnavailable", "ErrBrokerUnavailable only while no broker listens", "long-lived connections survive (idle quiesce)"}
+	want := []string{"no corrupt reply", "no ErrBackendUnavailable", "ErrBrokerUnavailable only while no broker listens",
+		"long-lived connections survive (idle quiesce)", "no refusal that a valid Hello for a defined service never deserves"}
 	if !slices.Equal(failedNames, want) {
 		t.Errorf("violations %q, want %q", failedNames, want)
+	}
+	for _, c := range rep.Violations() {
+		if strings.HasPrefix(c.Name, "no refusal") && c.Count != 2 {
+			t.Errorf("%s: %d, want 2 (SHUTTING_DOWN can be right)", c.Name, c.Count)
+		}
 	}
 	var b bytes.Buffer
 	if err := rep.WriteTable(&b); err != nil {
