@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 	"google.golang.org/protobuf/proto"
 )
@@ -168,7 +169,9 @@ func (d *dialer) rehello(replay []byte) (*Conn, error) {
 	cfg := d.cfg
 	cfg.noHandoff, cfg.helloSkip, cfg.earlyData, cfg.autoStart = true, false, replay, nil
 	h := proto.Clone(d.helloMsg).(*pb.Hello)
-	h.ClientCapabilities = 0
+	// Only the handoff is given up: the other bits (CapAnyVersion) still
+	// say which version this client wants.
+	h.ClientCapabilities &^= wire.CapHandlePassing
 	ctx := d.ctx
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

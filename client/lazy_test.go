@@ -259,8 +259,12 @@ func TestRehelloWhenBackendPipeDead(t *testing.T) {
 					write(c, handoffReply(fb.t, hf, dead))
 					return
 				}
-				if h.GetClientCapabilities() != 0 {
-					fb.t.Errorf("the retried Hello asks for a handoff (caps %#x)", h.GetClientCapabilities())
+				if caps := h.GetClientCapabilities(); caps&wire.CapHandlePassing != 0 {
+					fb.t.Errorf("the retried Hello asks for a handoff (caps %#x)", caps)
+				} else if caps&wire.CapAnyVersion == 0 {
+					// Dial was given no Version: without the bit the
+					// broker would refuse 0.0.0 as VERSION_BLOCKED.
+					fb.t.Errorf("the retried Hello lost CapAnyVersion (caps %#x)", caps)
 				}
 				write(c, replyBytes(fb.t, hf, negotiated(e.rec.path, nil, 0)))
 			})
