@@ -30,7 +30,7 @@ func DecodeBackendControl(payload []byte) (*pb.BackendControl, error) {
 	}
 	switch msg := m.GetMsg().(type) {
 	case nil:
-		return nil, rejected("msg", "backend control message carries none of register, register_reply, quiesce, unregister")
+		return nil, rejected("msg", "backend control message carries none of register, register_reply, quiesce, unregister, connection_report")
 	case *pb.BackendControl_Register:
 		r := msg.Register
 		switch {
@@ -49,20 +49,39 @@ func DecodeBackendControl(payload []byte) (*pb.BackendControl, error) {
 
 // DecodeAdminRequest unmarshals an admin request (payload protocol 0xAD01)
 // and checks that it names a verb this implementation knows (an unknown one
-// decodes as no verb). Errors are *Violation.
+// decodes as no verb), and that a verb about a service (stop, restart,
+// logs) names a well-formed one, and logs a well-formed version if any.
+// Errors are *Violation.
 func DecodeAdminRequest(payload []byte) (*pb.AdminRequest, error) {
 	m := new(pb.AdminRequest)
 	if err := proto.Unmarshal(payload, m); err != nil {
 		return nil, rejected("", "malformed admin request: %v", err)
 	}
-	if m.GetVerb() == nil {
+	var service string
+	switch v := m.GetVerb().(type) {
+	case nil:
 		return nil, rejected("", "unknown admin verb")
+	case *pb.AdminRequest_Stop:
+		service = v.Stop.GetServiceName()
+	case *pb.AdminRequest_Restart:
+		service = v.Restart.GetServiceName()
+	case *pb.AdminRequest_Logs:
+		service = v.Logs.GetServiceName()
+		if ver := v.Logs.GetVersion(); ver != "" && !ValidVersion(ver) {
+			return nil, rejected("version", "logs version %q is not of the form MAJOR.MINOR.PATCH[-prerelease]", ver)
+		}
+	default:
+		return m, nil
+	}
+	if !ValidServiceName(service) {
+		return nil, rejected("service_name", "service_name %q must match [a-z0-9-]{1,64}", service)
 	}
 	return m, nil
 }
 
 // DecodeAdminResponse unmarshals a broker's answer to an admin request and
-// checks that it carries a result (status, metrics text or a refusal).
+// checks that it carries a result (status, metrics text, a refusal, the
+// result of stop or restart, or a log file).
 // Errors are *Violation.
 func DecodeAdminResponse(payload []byte) (*pb.AdminResponse, error) {
 	m := new(pb.AdminResponse)
@@ -70,7 +89,7 @@ func DecodeAdminResponse(payload []byte) (*pb.AdminResponse, error) {
 		return nil, rejected("", "malformed admin response: %v", err)
 	}
 	if m.GetResult() == nil {
-		return nil, rejected("result", "admin response carries none of status, metrics_text, refused")
+		return nil, rejected("result", "admin response carries none of status, metrics_text, refused, service_action, log_file")
 	}
 	return m, nil
 }

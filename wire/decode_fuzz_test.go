@@ -54,11 +54,30 @@ func FuzzDecodeBackendControl(f *testing.F) {
 	})
 }
 
-// FuzzDecodeAdminRequest: an accepted admin request names a known verb.
+// FuzzDecodeAdminRequest: an accepted admin request names a known verb,
+// and a verb about a service a well-formed service (and version).
 func FuzzDecodeAdminRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, payload []byte) {
 		m, err := wire.DecodeAdminRequest(payload)
-		if checkDecoded(t, wire.DecodeAdminRequest, m, err) && m.GetStatus() == nil && m.GetMetrics() == nil {
+		if !checkDecoded(t, wire.DecodeAdminRequest, m, err) {
+			return
+		}
+		switch {
+		case m.GetStatus() != nil, m.GetMetrics() != nil:
+		case m.GetStop() != nil:
+			if !wire.ValidServiceName(m.GetStop().GetServiceName()) {
+				t.Fatalf("accepted stop of service %q", m.GetStop().GetServiceName())
+			}
+		case m.GetRestart() != nil:
+			if !wire.ValidServiceName(m.GetRestart().GetServiceName()) {
+				t.Fatalf("accepted restart of service %q", m.GetRestart().GetServiceName())
+			}
+		case m.GetLogs() != nil:
+			l := m.GetLogs()
+			if !wire.ValidServiceName(l.GetServiceName()) || l.GetVersion() != "" && !wire.ValidVersion(l.GetVersion()) {
+				t.Fatalf("accepted logs of %q version %q", l.GetServiceName(), l.GetVersion())
+			}
+		default:
 			t.Fatalf("accepted an admin request without a known verb: %v", m)
 		}
 	})
@@ -124,6 +143,13 @@ func decodeFuzzSeeds() []fuzzSeed {
 	add("FuzzDecodeAdminRequest", "empty", []byte{})
 	add("FuzzDecodeAdminRequest", "unknown-verb", []byte{0x1a, 0x00})
 	add("FuzzDecodeAdminRequest", "malformed", []byte{0x0a, 0x05})
+	adminReq := func(m *pb.AdminRequest) []byte { return must(wire.Marshal(m)) }
+	add("FuzzDecodeAdminRequest", "stop-bad-service", adminReq(&pb.AdminRequest{Verb: &pb.AdminRequest_Stop{Stop: &pb.StopRequest{ServiceName: "Echo"}}}))
+	add("FuzzDecodeAdminRequest", "stop-no-service", adminReq(&pb.AdminRequest{Verb: &pb.AdminRequest_Stop{Stop: &pb.StopRequest{}}}))
+	add("FuzzDecodeAdminRequest", "restart-bad-service", adminReq(&pb.AdminRequest{Verb: &pb.AdminRequest_Restart{Restart: &pb.RestartRequest{ServiceName: "../echo"}}}))
+	add("FuzzDecodeAdminRequest", "logs-bad-service", adminReq(&pb.AdminRequest{Verb: &pb.AdminRequest_Logs{Logs: &pb.LogsRequest{ServiceName: strings.Repeat("a", 65)}}}))
+	add("FuzzDecodeAdminRequest", "logs-bad-version", adminReq(&pb.AdminRequest{Verb: &pb.AdminRequest_Logs{Logs: &pb.LogsRequest{ServiceName: "echo", Version: "1.2"}}}))
+	add("FuzzDecodeAdminRequest", "logs-no-version", adminReq(&pb.AdminRequest{Verb: &pb.AdminRequest_Logs{Logs: &pb.LogsRequest{ServiceName: "echo"}}}))
 	add("FuzzDecodeAdminResponse", "empty", []byte{})
 	add("FuzzDecodeAdminResponse", "malformed", sampleNamed("admin_response_status").frame.GetPayload()[:9])
 	add("FuzzDecodeHelloReply", "empty", []byte{})
@@ -144,12 +170,15 @@ func TestDecodeRules(t *testing.T) {
 	fields := map[string]string{
 		"bad-service": "service_name", "bad-version": "version", "no-endpoint": "endpoint", "long-endpoint": "endpoint",
 		"no-secret": "spawn_secret", "long-secret": "spawn_secret",
+		"stop-bad-service": "service_name", "stop-no-service": "service_name", "restart-bad-service": "service_name",
+		"logs-bad-service": "service_name", "logs-bad-version": "version",
 	}
+	accepted := map[string]bool{"logs-no-version": true}
 	for _, s := range decodeFuzzSeeds() {
 		t.Run(s.target+"/"+s.name, func(t *testing.T) {
 			rule := strings.TrimPrefix(s.name, "seed-")
 			err := decoders[s.target](s.args[0].([]byte))
-			if sampleExists(rule) {
+			if sampleExists(rule) || accepted[rule] {
 				if err != nil {
 					t.Fatalf("sample refused: %v", err)
 				}

@@ -142,6 +142,8 @@ func samples() []sample {
 		Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "spawn secret does not match"}}}
 	quiesce := &pb.BackendControl{Msg: &pb.BackendControl_Quiesce{Quiesce: &pb.Quiesce{Reason: "idle for 10m"}}}
 	unregister := &pb.BackendControl{Msg: &pb.BackendControl_Unregister{Unregister: &pb.Unregister{}}}
+	report := &pb.BackendControl{Msg: &pb.BackendControl_ConnectionReport{ConnectionReport: &pb.ConnectionReport{LiveConnections: 3}}}
+	reportIdle := &pb.BackendControl{Msg: &pb.BackendControl_ConnectionReport{ConnectionReport: &pb.ConnectionReport{}}}
 
 	statusReq := &pb.AdminRequest{Verb: &pb.AdminRequest_Status{Status: &pb.StatusRequest{}}}
 	statusFrame := must(wire.NewRequest(wire.ProtocolAdmin, 1, statusReq))
@@ -177,6 +179,47 @@ func samples() []sample {
 	}}}
 	metricsText := &pb.AdminResponse{Result: &pb.AdminResponse_MetricsText{
 		MetricsText: "# TYPE portier_connections_total counter\nportier_connections_total 10\n"}}
+	live := uint32(2)
+	statusFailures := &pb.AdminResponse{Result: &pb.AdminResponse_Status{Status: &pb.Status{
+		BrokerPid: 1000,
+		Backends: []*pb.BackendStatus{{
+			ServiceName: "echo", Version: "1.2.4", Pid: 4243, State: "registered", LiveConnections: &live,
+		}},
+		Failures: []*pb.ServiceFailure{{
+			ServiceName:  "db",
+			Version:      "2.0.0",
+			State:        "rate_limited",
+			Code:         pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+			LastError:    "db@2.0.0 exited before registering: exit status 3",
+			Failures:     3,
+			SinceMs:      1500,
+			RetryAfterMs: 28_500,
+			Log:          "/run/user/1000/portier/logs/db-2.0.0.log",
+		}},
+	}}}
+	stopReq := &pb.AdminRequest{Verb: &pb.AdminRequest_Stop{Stop: &pb.StopRequest{ServiceName: "echo"}}}
+	stopFrame := must(wire.NewRequest(wire.ProtocolAdmin, 3, stopReq))
+	restartReq := &pb.AdminRequest{Verb: &pb.AdminRequest_Restart{Restart: &pb.RestartRequest{ServiceName: "echo"}}}
+	restartFrame := must(wire.NewRequest(wire.ProtocolAdmin, 4, restartReq))
+	logsReq := &pb.AdminRequest{Verb: &pb.AdminRequest_Logs{Logs: &pb.LogsRequest{ServiceName: "echo", Version: "1.2.4"}}}
+	logsFrame := must(wire.NewRequest(wire.ProtocolAdmin, 5, logsReq))
+	stopped := &pb.AdminResponse{Result: &pb.AdminResponse_ServiceAction{ServiceAction: &pb.ServiceActionResult{
+		ServiceName: "echo",
+		Stopped:     []*pb.BackendStatus{{ServiceName: "echo", Version: "1.2.4", Pid: 4243, State: "quiescing", LiveConnections: &live}},
+	}}}
+	restarted := &pb.AdminResponse{Result: &pb.AdminResponse_ServiceAction{ServiceAction: &pb.ServiceActionResult{
+		ServiceName: "echo",
+		Stopped:     []*pb.BackendStatus{{ServiceName: "echo", Version: "1.2.4", Pid: 4243, State: "quiescing"}},
+		Started:     &pb.BackendStatus{ServiceName: "echo", Version: "1.2.4", Pid: 4250, State: "registered", HandoffCapable: true},
+	}}}
+	restartFailed := &pb.AdminResponse{Result: &pb.AdminResponse_ServiceAction{ServiceAction: &pb.ServiceActionResult{
+		ServiceName: "echo",
+		StartRefused: wire.NewRefused(pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, "echo@1.2.4 exited before registering: exit status 1", time.Second,
+			map[string]string{"log": "/run/user/1000/portier/logs/echo-1.2.4.log"}),
+	}}}
+	logFile := &pb.AdminResponse{Result: &pb.AdminResponse_LogFile{LogFile: &pb.LogFile{
+		ServiceName: "echo", Version: "1.2.4", Path: "/run/user/1000/portier/logs/echo-1.2.4.log", Pid: 4243,
+	}}}
 	adminRefused := &pb.AdminResponse{Result: &pb.AdminResponse_Refused{Refused: wire.NewRefused(
 		pb.ErrorCode_ERROR_RATE_LIMITED, "too many admin requests", 1500*time.Millisecond,
 		map[string]string{"limit": "10/s"})}}
@@ -207,11 +250,21 @@ func samples() []sample {
 		{name: "backend_register_refused", what: "BackendControl{register_reply: refused}", frame: must(wire.NewResponse(registerFrame, wire.ProtocolBackendControl, registerRefused)), msg: registerRefused},
 		{name: "backend_quiesce", what: "BackendControl{quiesce}", frame: must(wire.NewRequest(wire.ProtocolBackendControl, 2, quiesce)), msg: quiesce},
 		{name: "backend_unregister", what: "BackendControl{unregister} (an empty message in a oneof)", frame: must(wire.NewRequest(wire.ProtocolBackendControl, 3, unregister)), msg: unregister},
+		{name: "backend_connection_report", what: "BackendControl{connection_report: 3 live}, an EVENT", frame: must(wire.NewEvent(wire.ProtocolBackendControl, 0, report, nil)), msg: report},
+		{name: "backend_connection_report_idle", what: "BackendControl{connection_report: 0 live} (an empty message in a oneof)", frame: must(wire.NewEvent(wire.ProtocolBackendControl, 0, reportIdle, nil)), msg: reportIdle},
 		{name: "admin_request_status", what: "AdminRequest{status}", frame: statusFrame, msg: statusReq},
 		{name: "admin_request_metrics", what: "AdminRequest{metrics}", frame: metricsFrame, msg: metricsReq},
 		{name: "admin_response_status", what: "AdminResponse{status} with one backend", frame: must(wire.NewResponse(statusFrame, wire.ProtocolAdmin, status)), msg: status},
 		{name: "admin_response_status_dirs", what: "AdminResponse{status} with the services and state directories", frame: must(wire.NewResponse(statusFrame, wire.ProtocolAdmin, statusDirs)), msg: statusDirs},
 		{name: "admin_response_metrics", what: "AdminResponse{metrics_text}", frame: must(wire.NewResponse(metricsFrame, wire.ProtocolAdmin, metricsText)), msg: metricsText},
+		{name: "admin_response_status_failures", what: "AdminResponse{status} with a backend's live connections and a rate-limited service", frame: must(wire.NewResponse(statusFrame, wire.ProtocolAdmin, statusFailures)), msg: statusFailures},
+		{name: "admin_request_stop", what: "AdminRequest{stop: echo}", frame: stopFrame, msg: stopReq},
+		{name: "admin_request_restart", what: "AdminRequest{restart: echo}", frame: restartFrame, msg: restartReq},
+		{name: "admin_request_logs", what: "AdminRequest{logs: echo 1.2.4}", frame: logsFrame, msg: logsReq},
+		{name: "admin_response_stopped", what: "AdminResponse{service_action} answering stop", frame: must(wire.NewResponse(stopFrame, wire.ProtocolAdmin, stopped)), msg: stopped},
+		{name: "admin_response_restarted", what: "AdminResponse{service_action} answering restart: one stopped, one started", frame: must(wire.NewResponse(restartFrame, wire.ProtocolAdmin, restarted)), msg: restarted},
+		{name: "admin_response_restart_failed", what: "AdminResponse{service_action} answering restart whose start was refused", frame: must(wire.NewResponse(restartFrame, wire.ProtocolAdmin, restartFailed)), msg: restartFailed},
+		{name: "admin_response_log_file", what: "AdminResponse{log_file}", frame: must(wire.NewResponse(logsFrame, wire.ProtocolAdmin, logFile)), msg: logFile},
 		{name: "admin_response_refused", what: "AdminResponse{refused: RATE_LIMITED, retry 1.5s}", frame: must(wire.NewResponse(metricsFrame, wire.ProtocolAdmin, adminRefused)), msg: adminRefused},
 	}
 }

@@ -2,8 +2,9 @@ package wire
 
 import (
 	"fmt"
-	"maps"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	pb "github.com/portier/portier/wire/portierv1"
 	"google.golang.org/protobuf/proto"
@@ -33,13 +34,24 @@ func (v *Violation) Refused() *pb.Refused {
 
 // NewRefused builds a Refused with the broker's protocol range filled in.
 // retryAfter is rounded up to whole milliseconds; 0 means "do not retry".
+//
+// Protobuf strings must be valid UTF-8, and a Refused that does not encode
+// never reaches its client (which then sees EOF instead of the refusal).
+// Reasons and details often quote what the broker did not write itself (a
+// backend's stderr, a file name), so invalid sequences are replaced with
+// U+FFFD here, once for every refusal.
 func NewRefused(code pb.ErrorCode, reason string, retryAfter time.Duration, details map[string]string) *pb.Refused {
 	r := &pb.Refused{
-		Reason:            reason,
+		Reason:            ValidUTF8(reason),
 		DaemonMinProtocol: ProtocolVersion,
 		DaemonMaxProtocol: ProtocolVersion,
 		Code:              code,
-		Details:           maps.Clone(details),
+	}
+	if details != nil {
+		r.Details = make(map[string]string, len(details))
+		for k, v := range details {
+			r.Details[ValidUTF8(k)] = ValidUTF8(v)
+		}
 	}
 	if retryAfter > 0 {
 		// Divide, then round up: adding 999999ns first would overflow
@@ -51,6 +63,16 @@ func NewRefused(code pb.ErrorCode, reason string, retryAfter time.Duration, deta
 		r.RetryAfterMs = uint64(ms)
 	}
 	return r
+}
+
+// ValidUTF8 returns s with every invalid UTF-8 sequence replaced by U+FFFD,
+// so it can travel in a protobuf string field; valid input is returned as
+// is, without copying.
+func ValidUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
 // DecodeFrame unmarshals a frame body and validates the envelope in the

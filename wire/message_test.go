@@ -474,6 +474,24 @@ func TestNewRefused(t *testing.T) {
 	}
 }
 
+// TestNewRefusedInvalidUTF8: a refusal quoting bytes that are not UTF-8 (a
+// backend's stderr) still encodes, with each bad sequence replaced, so the
+// client gets the refusal rather than EOF.
+func TestNewRefusedInvalidUTF8(t *testing.T) {
+	bad := "exit status 3: \xff\xfe caf\xc3"
+	r := wire.NewRefused(pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED, bad, 0, map[string]string{"stderr_tail": bad, "k\x80": "v"})
+	if _, err := wire.Marshal(&pb.HelloReply{Result: &pb.HelloReply_Refused{Refused: r}}); err != nil {
+		t.Fatalf("refusal with invalid UTF-8 does not encode: %v", err)
+	}
+	want := "exit status 3: \uFFFD caf\uFFFD"
+	if r.GetReason() != want || r.GetDetails()["stderr_tail"] != want || r.GetDetails()["k\uFFFD"] != "v" {
+		t.Errorf("refusal = %q %q, want %q in reason and details", r.GetReason(), r.GetDetails(), want)
+	}
+	if s := "valid: caf\u00e9"; wire.ValidUTF8(s) != s {
+		t.Errorf("ValidUTF8 changed valid text %q", s)
+	}
+}
+
 func TestViolation(t *testing.T) {
 	v := &wire.Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Field: "token", Reason: "handoff token is 3 bytes"}
 	if got := v.Error(); !strings.Contains(got, "ERROR_PEER_REJECTED") || !strings.Contains(got, "handoff token is 3 bytes") {

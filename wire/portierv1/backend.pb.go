@@ -35,6 +35,7 @@ type BackendControl struct {
 	//	*BackendControl_RegisterReply
 	//	*BackendControl_Quiesce
 	//	*BackendControl_Unregister
+	//	*BackendControl_ConnectionReport
 	Msg           isBackendControl_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -113,6 +114,15 @@ func (x *BackendControl) GetUnregister() *Unregister {
 	return nil
 }
 
+func (x *BackendControl) GetConnectionReport() *ConnectionReport {
+	if x != nil {
+		if x, ok := x.Msg.(*BackendControl_ConnectionReport); ok {
+			return x.ConnectionReport
+		}
+	}
+	return nil
+}
+
 type isBackendControl_Msg interface {
 	isBackendControl_Msg()
 }
@@ -133,6 +143,10 @@ type BackendControl_Unregister struct {
 	Unregister *Unregister `protobuf:"bytes,4,opt,name=unregister,proto3,oneof"`
 }
 
+type BackendControl_ConnectionReport struct {
+	ConnectionReport *ConnectionReport `protobuf:"bytes,5,opt,name=connection_report,json=connectionReport,proto3,oneof"`
+}
+
 func (*BackendControl_Register) isBackendControl_Msg() {}
 
 func (*BackendControl_RegisterReply) isBackendControl_Msg() {}
@@ -140,6 +154,8 @@ func (*BackendControl_RegisterReply) isBackendControl_Msg() {}
 func (*BackendControl_Quiesce) isBackendControl_Msg() {}
 
 func (*BackendControl_Unregister) isBackendControl_Msg() {}
+
+func (*BackendControl_ConnectionReport) isBackendControl_Msg() {}
 
 // Register announces a backend the broker started and is the readiness signal.
 type Register struct {
@@ -373,19 +389,73 @@ func (*Unregister) Descriptor() ([]byte, []int) {
 	return file_portier_v1_backend_proto_rawDescGZIP(), []int{4}
 }
 
+// ConnectionReport (backend to broker, EVENT) says how many connections the
+// backend holds open: handed off and direct alike, from the moment the
+// listener has them until the program closes them. A backend sends one
+// after every (re-)registration, when it becomes busy or idle (at most one
+// report per debounce interval, so a stream of short connections does not
+// cost a frame each), and while busy when the count changed, at most once
+// a second. The broker counts a backend's idle time from the last report
+// of zero (or the last Hello routed to it) and never quiesces it for
+// idleness while the last report was above zero.
+type ConnectionReport struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	LiveConnections uint32                 `protobuf:"varint,1,opt,name=live_connections,json=liveConnections,proto3" json:"live_connections,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ConnectionReport) Reset() {
+	*x = ConnectionReport{}
+	mi := &file_portier_v1_backend_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectionReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectionReport) ProtoMessage() {}
+
+func (x *ConnectionReport) ProtoReflect() protoreflect.Message {
+	mi := &file_portier_v1_backend_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectionReport.ProtoReflect.Descriptor instead.
+func (*ConnectionReport) Descriptor() ([]byte, []int) {
+	return file_portier_v1_backend_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ConnectionReport) GetLiveConnections() uint32 {
+	if x != nil {
+		return x.LiveConnections
+	}
+	return 0
+}
+
 var File_portier_v1_backend_proto protoreflect.FileDescriptor
 
 const file_portier_v1_backend_proto_rawDesc = "" +
 	"\n" +
 	"\x18portier/v1/backend.proto\x12\n" +
-	"portier.v1\x1a\x19portier/v1/envelope.proto\"\xfa\x01\n" +
+	"portier.v1\x1a\x19portier/v1/envelope.proto\"\xc7\x02\n" +
 	"\x0eBackendControl\x122\n" +
 	"\bregister\x18\x01 \x01(\v2\x14.portier.v1.RegisterH\x00R\bregister\x12B\n" +
 	"\x0eregister_reply\x18\x02 \x01(\v2\x19.portier.v1.RegisterReplyH\x00R\rregisterReply\x12/\n" +
 	"\aquiesce\x18\x03 \x01(\v2\x13.portier.v1.QuiesceH\x00R\aquiesce\x128\n" +
 	"\n" +
 	"unregister\x18\x04 \x01(\v2\x16.portier.v1.UnregisterH\x00R\n" +
-	"unregisterB\x05\n" +
+	"unregister\x12K\n" +
+	"\x11connection_report\x18\x05 \x01(\v2\x1c.portier.v1.ConnectionReportH\x00R\x10connectionReportB\x05\n" +
 	"\x03msg\"\xc1\x01\n" +
 	"\bRegister\x12!\n" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12\x18\n" +
@@ -401,7 +471,9 @@ const file_portier_v1_backend_proto_rawDesc = "" +
 	"\aQuiesce\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"\f\n" +
 	"\n" +
-	"UnregisterB+Z)github.com/portier/portier/wire/portierv1b\x06proto3"
+	"Unregister\"=\n" +
+	"\x10ConnectionReport\x12)\n" +
+	"\x10live_connections\x18\x01 \x01(\rR\x0fliveConnectionsB+Z)github.com/portier/portier/wire/portierv1b\x06proto3"
 
 var (
 	file_portier_v1_backend_proto_rawDescOnce sync.Once
@@ -415,26 +487,28 @@ func file_portier_v1_backend_proto_rawDescGZIP() []byte {
 	return file_portier_v1_backend_proto_rawDescData
 }
 
-var file_portier_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_portier_v1_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_portier_v1_backend_proto_goTypes = []any{
-	(*BackendControl)(nil), // 0: portier.v1.BackendControl
-	(*Register)(nil),       // 1: portier.v1.Register
-	(*RegisterReply)(nil),  // 2: portier.v1.RegisterReply
-	(*Quiesce)(nil),        // 3: portier.v1.Quiesce
-	(*Unregister)(nil),     // 4: portier.v1.Unregister
-	(ErrorCode)(0),         // 5: portier.v1.ErrorCode
+	(*BackendControl)(nil),   // 0: portier.v1.BackendControl
+	(*Register)(nil),         // 1: portier.v1.Register
+	(*RegisterReply)(nil),    // 2: portier.v1.RegisterReply
+	(*Quiesce)(nil),          // 3: portier.v1.Quiesce
+	(*Unregister)(nil),       // 4: portier.v1.Unregister
+	(*ConnectionReport)(nil), // 5: portier.v1.ConnectionReport
+	(ErrorCode)(0),           // 6: portier.v1.ErrorCode
 }
 var file_portier_v1_backend_proto_depIdxs = []int32{
 	1, // 0: portier.v1.BackendControl.register:type_name -> portier.v1.Register
 	2, // 1: portier.v1.BackendControl.register_reply:type_name -> portier.v1.RegisterReply
 	3, // 2: portier.v1.BackendControl.quiesce:type_name -> portier.v1.Quiesce
 	4, // 3: portier.v1.BackendControl.unregister:type_name -> portier.v1.Unregister
-	5, // 4: portier.v1.RegisterReply.code:type_name -> portier.v1.ErrorCode
-	5, // [5:5] is the sub-list for method output_type
-	5, // [5:5] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	5, // 4: portier.v1.BackendControl.connection_report:type_name -> portier.v1.ConnectionReport
+	6, // 5: portier.v1.RegisterReply.code:type_name -> portier.v1.ErrorCode
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_portier_v1_backend_proto_init() }
@@ -448,6 +522,7 @@ func file_portier_v1_backend_proto_init() {
 		(*BackendControl_RegisterReply)(nil),
 		(*BackendControl_Quiesce)(nil),
 		(*BackendControl_Unregister)(nil),
+		(*BackendControl_ConnectionReport)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -455,7 +530,7 @@ func file_portier_v1_backend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_portier_v1_backend_proto_rawDesc), len(file_portier_v1_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
