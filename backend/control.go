@@ -148,6 +148,7 @@ func (l *Listener) controlLoop(c *control) {
 			}
 			l.ctrl = c
 			l.mu.Unlock()
+			l.kickReport() // a (new) broker learns the live connections at once
 			err := l.serveControl(c)
 			l.mu.Lock()
 			l.ctrl = nil
@@ -164,7 +165,7 @@ func (l *Listener) controlLoop(c *control) {
 			// No broker came back: nothing will route clients here or
 			// stop this process, so stop taking clients and let it exit.
 			l.log.Warn("no broker accepted a registration; closing the listener", "after", l.opts.orphanTimeout)
-			go l.Close()
+			go l.stop() // graceful: the connections in progress may finish
 			return
 		}
 		if !l.sleep(backoff) {
@@ -179,7 +180,7 @@ func (l *Listener) controlLoop(c *control) {
 			// The broker no longer vouches for this process (it was restarted
 			// without our record): stop taking clients so the program exits.
 			l.log.Warn("broker refused re-registration; closing the listener", "err", err)
-			go l.Close()
+			go l.stop()
 			return
 		}
 	}
@@ -193,7 +194,10 @@ func (l *Listener) handleControl(f *pb.Frame) {
 		return
 	}
 	if q := m.GetQuiesce(); q != nil {
-		l.log.Info("broker asked to quiesce; closing the listener", "reason", q.GetReason())
-		go l.Close() // Close waits for this goroutine
+		// Graceful: no new connections, but those in progress (and
+		// handed-off ones Accept has yet to return) are the program's to
+		// finish; Shutdown waits for them.
+		l.log.Info("broker asked to quiesce; closing the listener", "reason", q.GetReason(), "live_connections", l.live.Load())
+		go l.stop() // stop waits for this goroutine
 	}
 }

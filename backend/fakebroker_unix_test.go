@@ -116,6 +116,9 @@ type ctrlPeer struct {
 	conn     *net.UnixConn
 	regFrame *pb.Frame
 	reg      *pb.Register
+	// reports are the ConnectionReports read so far (read skips them, so
+	// tests about offers need not expect them between ACKs).
+	reports []uint32
 }
 
 // accept waits for the backend's next control connection and reads its
@@ -192,10 +195,57 @@ func (p *ctrlPeer) offer(f *pb.Frame, fd int) {
 	}
 }
 
-// read returns the next frame from the backend.
+// read returns the next frame from the backend other than a
+// ConnectionReport, which it records in p.reports.
 func (p *ctrlPeer) read() (*pb.Frame, error) {
+	for {
+		f, err := p.readAny()
+		if err != nil {
+			return nil, err
+		}
+		if n, ok := connectionReport(f); ok {
+			p.reports = append(p.reports, n)
+			continue
+		}
+		return f, nil
+	}
+}
+
+// readAny returns the next frame from the backend, whatever it is.
+func (p *ctrlPeer) readAny() (*pb.Frame, error) {
 	_ = p.conn.SetReadDeadline(time.Now().Add(waitTimeout))
 	return wire.ReadFrame(p.conn, wire.MaxBody)
+}
+
+// connectionReport returns the count of a ConnectionReport frame.
+func connectionReport(f *pb.Frame) (uint32, bool) {
+	if f.GetPayloadProtocol() != wire.ProtocolBackendControl {
+		return 0, false
+	}
+	m, err := wire.DecodeBackendControl(f.GetPayload())
+	if err != nil || m.GetConnectionReport() == nil {
+		return 0, false
+	}
+	return m.GetConnectionReport().GetLiveConnections(), true
+}
+
+// awaitReport reads frames until a ConnectionReport of want live
+// connections arrives (earlier reports and other frames are recorded or
+// dropped), failing the test at the wait bound.
+func (p *ctrlPeer) awaitReport(want uint32) {
+	p.t.Helper()
+	for {
+		f, err := p.readAny()
+		if err != nil {
+			p.t.Fatalf("fake broker: waiting for a report of %d live connections: %v (reports so far %v)", want, err, p.reports)
+		}
+		if n, ok := connectionReport(f); ok {
+			p.reports = append(p.reports, n)
+			if n == want {
+				return
+			}
+		}
+	}
 }
 
 // readAck returns the next frame, which must be a HandoffAck RESPONSE whose

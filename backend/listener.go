@@ -115,7 +115,8 @@ type Listener struct {
 
 	done      chan struct{}
 	closeOnce sync.Once
-	finished  chan struct{} // closed when Close has done everything
+	finished  chan struct{} // closed when stop has done everything
+	closeErr  error         // of closing the endpoint, set before finished
 	// life is canceled by Close, so that a re-registration waiting on a
 	// silent broker ends with it instead of holding Close up.
 	life    context.Context
@@ -124,6 +125,13 @@ type Listener struct {
 
 	mu   sync.Mutex
 	ctrl *control // current control connection, nil between brokers
+
+	// Live connections (conn.go): counted from the moment the listener
+	// has one until its Conn is closed.
+	live    atomic.Int64
+	kick    chan struct{} // capacity 1: a report to send (reportLoop)
+	drainMu sync.Mutex
+	drained chan struct{} // closed when live drops to 0 while Shutdown waits
 }
 
 // Listen starts a backend listener. Under a broker it returns once the broker
@@ -159,6 +167,7 @@ func Listen(ctx context.Context, opts ...Option) (*Listener, error) {
 		direct:   make(chan net.Conn),
 		done:     make(chan struct{}),
 		finished: make(chan struct{}),
+		kick:     make(chan struct{}, 1),
 	}
 	l.life, l.endLife = context.WithCancel(context.Background())
 	addr := o.address
@@ -185,8 +194,9 @@ func Listen(ctx context.Context, opts ...Option) (*Listener, error) {
 			l.ln.Close()
 			return nil, err
 		}
-		l.wg.Add(1)
+		l.wg.Add(2)
 		go l.controlLoop(first)
+		go l.reportLoop()
 	}
 	l.wg.Add(1)
 	go l.acceptLoop()
@@ -195,10 +205,13 @@ func Listen(ctx context.Context, opts ...Option) (*Listener, error) {
 
 var _ net.Listener = (*Listener)(nil)
 
-// Accept returns the next handed-off or direct connection. After Close (or a
-// quiesce request from the broker) it returns an error matching net.ErrClosed,
-// once Close has finished: a program that exits when Accept fails has then
-// unregistered and removed its endpoint.
+// Accept returns the next handed-off or direct connection, a *Conn. Once
+// the listener is stopped (Close, Shutdown, or the broker asking this
+// backend to quiesce) it returns the handed-off connections still waiting
+// (unless Close closed them), then an error matching net.ErrClosed, and
+// only once the stop has finished: a program that exits when Accept fails
+// has then unregistered and removed its endpoint. Call Shutdown before
+// exiting to let the connections in progress finish.
 func (l *Listener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.handoffs:
@@ -213,7 +226,15 @@ func (l *Listener) Accept() (net.Conn, error) {
 	case c := <-l.direct:
 		return c, nil
 	case <-l.done:
-		<-l.finished // bounded: every wait in Close has a deadline
+		<-l.finished // bounded: every wait in stop has a deadline
+		// Nothing is queued after the stop finished: a connection still
+		// here was handed off (its client adopted it) before.
+		select {
+		case c := <-l.handoffs:
+			l.reserved.Add(-1)
+			return c, nil
+		default:
+		}
 		return nil, &net.OpError{Op: "accept", Net: l.ln.Addr().Network(), Addr: l.ln.Addr(), Err: net.ErrClosed}
 	}
 }
@@ -223,14 +244,31 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
 // Close stops accepting, unregisters from the broker and closes every
 // handed-off connection that Accept has not returned yet. Connections already
-// returned by Accept are the caller's.
+// returned by Accept are the caller's (Shutdown waits for them).
 func (l *Listener) Close() error {
-	var err error
+	err := l.stop()
+	for {
+		select {
+		case conn := <-l.handoffs:
+			l.reserved.Add(-1)
+			conn.Close()
+		default:
+			return err
+		}
+	}
+}
+
+// stop stops accepting (the endpoint is closed and removed, offers are
+// rejected) and unregisters from the broker, once; every call returns
+// after the first has finished. Handed-off connections waiting for Accept
+// stay there: Close closes them, a graceful stop (a quiesce, Shutdown)
+// leaves them to Accept.
+func (l *Listener) stop() error {
 	l.closeOnce.Do(func() {
 		defer close(l.finished)
 		close(l.done)
 		l.endLife()
-		err = l.ln.Close()
+		l.closeErr = l.ln.Close()
 		// controlLoop publishes a connection only while l is open (checked
 		// under mu), so either it is seen here or controlLoop closes it.
 		l.mu.Lock()
@@ -240,16 +278,9 @@ func (l *Listener) Close() error {
 			c.unregister()
 		}
 		l.wg.Wait()
-		for {
-			select {
-			case conn := <-l.handoffs:
-				conn.Close()
-			default:
-				return
-			}
-		}
 	})
-	return err
+	<-l.finished
+	return l.closeErr
 }
 
 func (l *Listener) closed() bool {
@@ -285,10 +316,11 @@ func (l *Listener) acceptLoop() {
 			c.Close()
 			continue
 		}
+		tc := l.track(c)
 		select {
-		case l.direct <- c:
+		case l.direct <- tc:
 		case <-l.done:
-			c.Close()
+			tc.Close()
 			return
 		}
 	}

@@ -324,14 +324,25 @@ func TestAcceptQueueBound(t *testing.T) {
 	}
 }
 
-// TestQuiesce: the broker's Quiesce closes the listener: Accept reports
-// net.ErrClosed, the broker hears Unregister, and handed-off connections
-// that Accept never returned are closed after their ready event.
+// TestQuiesce: the broker's Quiesce stops the listener gracefully. The
+// broker hears Unregister and the endpoint is gone, but nothing in
+// progress is cut: a connection the program is serving keeps working, a
+// handed-off connection Accept has not returned yet is still returned
+// (its client adopted it), and only then does Accept report
+// net.ErrClosed. Shutdown waits for both to be closed.
 func TestQuiesce(t *testing.T) {
 	fdcount.Check(t)
 	fb := newFakeBroker(t)
 	fb.setEnv()
 	l, p := listenUnder(t, fb)
+
+	// A direct connection the program is serving when the quiesce comes.
+	d, err := net.Dial("unix", fb.endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	serving := accept(t, l)
 
 	client, fd := clientPair(t)
 	tok := newToken()
@@ -342,11 +353,63 @@ func TestQuiesce(t *testing.T) {
 	p.quiesce()
 	p.expectUnregister()
 	readReady(t, client, 5, tok)
-	expectClosed(t, client) // closed by Close, never returned by Accept
+	queued := accept(t, l) // handed off before the quiesce: still Accept's
 	expectAcceptClosed(t, l)
 	expectNoFile(t, fb.endpoint)
+	if n := l.LiveConnections(); n != 2 {
+		t.Errorf("LiveConnections = %d after the quiesce, want 2", n)
+	}
+	// Both still work after the quiesce.
+	exchange(t, client, queued)
+	exchange(t, d, serving)
+
+	// Shutdown waits for them: with a context that has ended it reports
+	// that, with the connections still open.
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := l.Shutdown(ended); !errors.Is(err, context.Canceled) {
+		t.Errorf("Shutdown with 2 live connections and an ended context = %v, want context.Canceled", err)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- l.Shutdown(context.Background()) }()
+	queued.Close()
+	serving.Close()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown = %v", err)
+		}
+	case <-time.After(waitTimeout):
+		t.Fatal("Shutdown did not return once the connections were closed")
+	}
 	if err := l.Close(); err != nil {
 		t.Errorf("Close after quiesce: %v", err)
+	}
+	goleak.VerifyNone(t)
+}
+
+// TestCloseClosesQueued: Close (unlike a quiesce or Shutdown) closes the
+// handed-off connections Accept has not returned, after their ready event.
+func TestCloseClosesQueued(t *testing.T) {
+	fdcount.Check(t)
+	fb := newFakeBroker(t)
+	fb.setEnv()
+	l, p := listenUnder(t, fb)
+	client, fd := clientPair(t)
+	tok := newToken()
+	p.offer(handoffOffer(t, 6, tok), fd)
+	if !p.readAck().GetAccepted() {
+		t.Fatal("offer not accepted")
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	p.expectUnregister()
+	readReady(t, client, 6, tok)
+	expectClosed(t, client)
+	expectAcceptClosed(t, l)
+	if n := l.LiveConnections(); n != 0 {
+		t.Errorf("LiveConnections = %d after Close closed the queue, want 0", n)
 	}
 	goleak.VerifyNone(t)
 }

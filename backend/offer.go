@@ -78,7 +78,7 @@ func (l *Listener) handleOffer(c *control, f *pb.Frame, in arrival) {
 		c.ack(f.GetRequestId(), o.GetToken(), false, "write handoff-ready event: "+err.Error())
 		return
 	}
-	l.handoffs <- conn // the reserved slot guarantees room
+	l.handoffs <- l.track(conn) // the reserved slot guarantees room
 	c.ack(f.GetRequestId(), o.GetToken(), true, "")
 }
 
