@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/portier/portier/internal/logtail"
 )
 
 // Backoff of the connection retries after starting the broker.
@@ -111,7 +113,7 @@ func (r *startRecord) describe() string {
 	}
 	if r.log != "" {
 		status += "; its log is " + r.log
-		if line := lastLogLine(r.log); line != "" {
+		if line := logtail.LastLine(r.log); line != "" {
 			status += fmt.Sprintf(", ending %q", line)
 		}
 	}
@@ -121,26 +123,6 @@ func (r *startRecord) describe() string {
 // brokerLogName is the auto-started broker's log, in the socket's
 // directory (so $XDG_RUNTIME_DIR/portier/broker.log by default).
 const brokerLogName = "broker.log"
-
-// lastLogLine returns the log's last non-empty line (at most its last 4 KiB),
-// which usually says why a broker did not start.
-func lastLogLine(path string) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	const tail = 4 << 10
-	off := max(fi.Size()-tail, 0)
-	buf := make([]byte, fi.Size()-off)
-	n, _ := f.ReadAt(buf, off)
-	lines := strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
-}
 
 // sleep waits for t or until ctx ends.
 func (d *dialer) sleep(t time.Duration) error {
