@@ -352,18 +352,25 @@ func (b *Broker) route(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef
 
 // refuseLookup answers a Hello whose service definition could not be had.
 func (b *Broker) refuseLookup(c net.Conn, f *pb.Frame, name string, err error) {
+	rf := b.lookupRefusal(name, err)
+	b.refuse(c, f, rf.code, rf.reason, rf.retryAfter, rf.details)
+}
+
+// lookupRefusal is the refusal for a service whose definition could not be
+// had (for a Hello, or `portier restart`).
+func (b *Broker) lookupRefusal(name string, err error) *refusal {
 	var defErr *servicedef.Error
 	switch {
 	case errors.Is(err, servicedef.ErrUnknown):
-		b.refuse(c, f, pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
-			fmt.Sprintf("no service %q: add %s.toml to %s", name, name, b.cfg.ServicesDir), 0, nil)
+		return &refusal{code: pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
+			reason: fmt.Sprintf("no service %q: add %s.toml to %s", name, name, b.cfg.ServicesDir)}
 	case errors.As(err, &defErr):
-		b.refuse(c, f, pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
-			fmt.Sprintf("service %q has an invalid definition: %v", name, err), 0, map[string]string{"definition_error": err.Error()})
+		return &refusal{code: pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
+			reason: fmt.Sprintf("service %q has an invalid definition: %v", name, err), details: map[string]string{"definition_error": err.Error()}}
 	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
-		b.refuse(c, f, pb.ErrorCode_ERROR_FD_PRESSURE, "the broker is out of file descriptors; retry shortly", fdPressureRetry, nil)
+		return &refusal{code: pb.ErrorCode_ERROR_FD_PRESSURE, reason: "the broker is out of file descriptors; retry shortly", retryAfter: fdPressureRetry}
 	default: // the services directory is unsafe or unreadable
-		b.refuse(c, f, pb.ErrorCode_ERROR_INTERNAL, fmt.Sprintf("cannot read the definition of %q: %v", name, err), time.Second, nil)
+		return &refusal{code: pb.ErrorCode_ERROR_INTERNAL, reason: fmt.Sprintf("cannot read the definition of %q: %v", name, err), retryAfter: time.Second}
 	}
 }
 
@@ -410,6 +417,21 @@ type refusal struct {
 }
 
 func (r *refusal) Error() string { return r.code.String() + ": " + r.reason }
+
+// refusalFor turns an error from the supervisor into the Refused a client
+// (or an admin command) is sent.
+func refusalFor(err error) *pb.Refused {
+	var rf *refusal
+	var v *wire.Violation
+	switch {
+	case errors.As(err, &rf):
+		return wire.NewRefused(rf.code, rf.reason, rf.retryAfter, rf.details)
+	case errors.As(err, &v):
+		return v.Refused()
+	default:
+		return wire.NewRefused(pb.ErrorCode_ERROR_INTERNAL, err.Error(), time.Second, nil)
+	}
+}
 
 func (b *Broker) refuseErr(c net.Conn, req *pb.Frame, err error) {
 	b.refuseErrFor(c, req, "", err)

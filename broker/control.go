@@ -105,10 +105,15 @@ func (c *controlConn) readLoop() {
 				c.log.Debug("handoff ack not applied", "conn", ack.GetCorrelationId(), "err", err)
 			}
 		case wire.ProtocolBackendControl:
-			if m, err := wire.DecodeBackendControl(f.GetPayload()); err == nil && m.GetUnregister() != nil {
+			m, err := wire.DecodeBackendControl(f.GetPayload())
+			switch {
+			case err != nil:
+			case m.GetUnregister() != nil:
 				// The backend closed its listener on purpose: route new
 				// clients to a fresh process.
 				c.proc.quiesced.Store(true)
+			case m.GetConnectionReport() != nil:
+				c.proc.noteConnections(m.GetConnectionReport().GetLiveConnections())
 			}
 		}
 	}

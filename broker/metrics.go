@@ -144,14 +144,6 @@ func (c backendCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// liveConnections is the hook for the live-connection gauge: it reports
-// the connections the backend has open and whether that count is known.
-// Backends do not report it over their control connection yet (the broker
-// only sees the connections it routes, not when they close), so it is never
-// known today and portier_backend_live_connections is not exported; once
-// the control protocol carries the count, return it here.
-func (p *proc) liveConnections() (int64, bool) { return 0, false }
-
 func (m *metrics) spawn(service, result string) {
 	m.spawns.WithLabelValues(service, result).Inc()
 }

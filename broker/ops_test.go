@@ -105,8 +105,8 @@ func serveMetrics(t *testing.T, b *Broker) string {
 // TestMetricsOverHTTP: a real broker routes a handoff, a reconnect, a
 // version refusal and an unknown service; its metrics, fetched over HTTP
 // and parsed by Prometheus' parser, count Hellos by service and result,
-// describe the live backend, and include the Go runtime and process
-// collectors. The admin text carries the same families.
+// describe the live backend (with the live connections it reports), and
+// include the Go runtime and process collectors. The admin text carries the same families.
 func TestMetricsOverHTTP(t *testing.T) {
 	h := newHarness(t, nil)
 	h.define("echo", "1.0.0", "echo", "")
@@ -182,9 +182,19 @@ func TestMetricsOverHTTP(t *testing.T) {
 	if v, ok := sample(mfs, "portier_backend_start_time_seconds", map[string]string{"service": "echo", "pid": pid}); !ok || v < float64(time.Now().Add(-time.Hour).Unix()) {
 		t.Errorf("portier_backend_start_time_seconds = %v (found %v)", v, ok)
 	}
-	if _, found := mfs["portier_backend_live_connections"]; found {
-		t.Error("portier_backend_live_connections is exported, but backends do not report live connections yet")
+	// The backend reports the connections it holds: one open, then none.
+	live := func() float64 {
+		v, _ := sample(scrape(t, url), "portier_backend_live_connections", map[string]string{"service": "echo", "pid": pid})
+		return v
 	}
+	held, err := h.dial("echo", client.AwaitReady())
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo(t, held, "held")
+	eventually(t, 10*time.Second, "portier_backend_live_connections to be 1", func() bool { return live() == 1 })
+	held.Close()
+	eventually(t, 10*time.Second, "portier_backend_live_connections to be 0", func() bool { return live() == 0 })
 	for _, name := range []string{"go_goroutines", "go_memstats_heap_inuse_bytes", "process_open_fds", "process_resident_memory_bytes"} {
 		if v, ok := sample(mfs, name, nil); !ok || v <= 0 {
 			t.Errorf("%s = %v (found %v), want a positive value", name, v, ok)

@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -18,11 +17,10 @@ import (
 // listen-fds activation is done. wait waits for the process to exit.
 func (s *supervisor) start(p *proc, secret []byte, traceparent string) (wait func() error, logPath string, err error) {
 	def := p.def
-	logDir := filepath.Join(s.b.cfg.StateDir, "logs")
-	if err := os.MkdirAll(logDir, 0o700); err != nil {
+	logPath = s.logPath(def.Name, def.Version)
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o700); err != nil {
 		return nil, "", err
 	}
-	logPath = filepath.Join(logDir, def.Name+"-"+def.Version+".log")
 	rotateLog(logPath, s.b.cfg.LogCap)
 	out, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
@@ -53,6 +51,11 @@ func (s *supervisor) start(p *proc, secret []byte, traceparent string) (wait fun
 	return wait, logPath, err
 }
 
+// logPath is where the output of a service version's backends goes.
+func (s *supervisor) logPath(service, version string) string {
+	return filepath.Join(s.b.cfg.StateDir, "logs", service+"-"+version+".log")
+}
+
 // exitStatus renders a Wait error for people: "exit status 1", "signal: killed".
 func exitStatus(err error) string {
 	if err == nil {
@@ -71,33 +74,6 @@ func rotateLog(path string, limit int64) {
 	if fi, err := os.Stat(path); err == nil && fi.Size() > limit {
 		_ = os.Rename(path, path+".1")
 	}
-}
-
-// tailLines returns the last n lines of the file, reading at most limit bytes.
-func tailLines(path string, n int, limit int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := max(fi.Size()-limit, 0)
-	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
-	if err != nil {
-		return ""
-	}
-	buf = bytes.TrimRight(buf, "\n")
-	lines := bytes.Split(buf, []byte("\n"))
-	if off > 0 && len(lines) > 1 {
-		lines = lines[1:] // first line is probably cut
-	}
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
 }
 
 // copyTruncate keeps the last keep bytes of path in path+".1" and empties

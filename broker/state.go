@@ -33,6 +33,10 @@ type stateRecord struct {
 	SecretSHA256 string `json:"secret_sha256"`
 	ListenFDs    bool   `json:"listen_fds,omitempty"`
 	StartedUnix  int64  `json:"started_unix"`
+
+	// ExeStamp is the program's stamp when the backend was started, so
+	// a broker that re-adopts it still sees a rebuild (retire.go).
+	ExeStamp *exeStamp `json:"exe_stamp,omitempty"`
 }
 
 type stateFile struct {
@@ -56,12 +60,17 @@ func (s *supervisor) saveState() {
 		if p.gone.Load() || !isClosed(p.ready) || p.readyErr != nil {
 			continue
 		}
-		st.Backends = append(st.Backends, stateRecord{
+		r := stateRecord{
 			Service: p.service, Version: p.version, PID: p.pid, StartTime: p.startTime,
 			Exe: p.exe, ExeSHA256: p.exeSHA256, Endpoint: p.endpoint,
 			SecretSHA256: hex.EncodeToString(p.secretHash[:]), ListenFDs: p.listenFDs,
 			StartedUnix: p.started.Unix(),
-		})
+		}
+		if p.stamp != (exeStamp{}) {
+			stamp := p.stamp
+			r.ExeStamp = &stamp
+		}
+		st.Backends = append(st.Backends, r)
 	}
 	s.mu.Unlock()
 	data, err := json.MarshalIndent(st, "", "  ")
@@ -136,6 +145,9 @@ func (s *supervisor) loadState() {
 		p.endpoint, p.pid, p.startTime, p.exe, p.exeSHA256 = r.Endpoint, r.PID, r.StartTime, r.Exe, r.ExeSHA256
 		p.started = time.Unix(r.StartedUnix, 0)
 		p.listenFDs = r.ListenFDs
+		if r.ExeStamp != nil {
+			p.stamp = *r.ExeStamp
+		} // else unknown: matches any (a record of a broker before stamps)
 		copy(p.secretHash[:], hash)
 		s.mu.Lock()
 		s.procs[p.procKey] = p

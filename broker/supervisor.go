@@ -39,10 +39,11 @@ type proc struct {
 	// Set once the process runs.
 	pid       int
 	startTime uint64
-	child     bool   // started by this broker run (else re-adopted): Wait works
-	procOS           // what the broker holds of the process: spawn_<os>.go
-	exe       string // guarded by supervisor.mu
-	exeSHA256 string // guarded by supervisor.mu
+	child     bool     // started by this broker run (else re-adopted): Wait works
+	procOS             // what the broker holds of the process: spawn_<os>.go
+	exe       string   // guarded by supervisor.mu
+	exeSHA256 string   // guarded by supervisor.mu
+	stamp     exeStamp // of def.Command[0] when it was started (retire.go)
 
 	ready     chan struct{} // closed when registered (or failed to)
 	readyOnce sync.Once
@@ -61,9 +62,10 @@ type proc struct {
 	gone   atomic.Bool
 
 	ctrl     atomic.Pointer[controlConn]
-	lastUsed atomic.Int64 // unix nanoseconds of the last Hello routed here
+	lastUsed atomic.Int64 // unix nanoseconds of the last Hello routed here or connection report (idle.go)
+	live     atomic.Int64 // connections the backend last reported open; -1 until it reports
 	routed   atomic.Uint64
-	quiesced atomic.Bool
+	quiesced atomic.Bool // retired: routes nothing new, exits once drained (retire.go)
 }
 
 func (p *proc) handoffKey() handoff.BackendKey {
@@ -128,6 +130,8 @@ type supervisor struct {
 	procs    map[procKey]*proc // current generation per key
 	byPID    map[int]*proc     // every known live process, for registration
 	failures map[procKey][]time.Time
+	failed   failureLog // the last failed start per key, for status
+	exes     exeStamps  // recent stamps of the programs definitions name
 
 	// workers are the spawn goroutines; each lives as long as its process
 	// (it reaps it). Shutdown waits for them only when it stops backends.
@@ -154,6 +158,7 @@ func newSupervisor(b *Broker) *supervisor {
 // one key share one start (single flight).
 func (s *supervisor) acquire(def *servicedef.Definition, traceparent string) (*proc, error) {
 	k := procKey{def.Name, def.Version}
+	stamp := s.exes.get(def.Command[0], time.Now())
 	s.mu.Lock()
 	if s.b.shutting.Load() {
 		// shutdown has taken (or is taking) its snapshot of starting
@@ -166,9 +171,17 @@ func (s *supervisor) acquire(def *servicedef.Definition, traceparent string) (*p
 	if p != nil && (p.gone.Load() || p.quiesced.Load() || (isClosed(p.ready) && p.readyErr != nil)) {
 		p = nil
 	}
+	var stale *proc
+	var why string
 	if p != nil {
-		s.mu.Unlock()
-		return p, nil
+		if why = p.staleFor(def, stamp); why == "" {
+			s.mu.Unlock()
+			return p, nil
+		}
+		// Rebuilt or redefined: this Hello starts the new build, and the
+		// old process drains (retired below, outside the lock).
+		stale, p = p, nil
+		delete(s.procs, k)
 	}
 	if retry := s.budgetLocked(k, time.Now()); retry > 0 {
 		s.mu.Unlock()
@@ -181,8 +194,13 @@ func (s *supervisor) acquire(def *servicedef.Definition, traceparent string) (*p
 		s.mu.Unlock()
 		return nil, err
 	}
+	p.stamp = stamp
 	s.procs[k] = p
 	s.mu.Unlock()
+	if stale != nil {
+		s.retire(stale, why)
+	}
+	s.retireOtherVersions(def)
 	s.workers.Add(1)
 	go func() {
 		defer s.workers.Done()
@@ -236,7 +254,7 @@ func (s *supervisor) newProc(def *servicedef.Definition) (*proc, error) {
 	}
 	sum := sha256.Sum256([]byte(def.Name + "\x00" + def.Version))
 	endpoint := backendEndpoint(s.b.cfg.Socket, hex.EncodeToString(sum[:5]), hex.EncodeToString(rnd[:]))
-	return &proc{
+	p := &proc{
 		dispatch:  s.dispatchWaiter,
 		procKey:   procKey{def.Name, def.Version},
 		def:       def,
@@ -244,7 +262,9 @@ func (s *supervisor) newProc(def *servicedef.Definition) (*proc, error) {
 		listenFDs: def.Activation == servicedef.ActivationListenFDs,
 		ready:     make(chan struct{}),
 		exited:    make(chan struct{}),
-	}, nil
+	}
+	p.live.Store(-1)
+	return p, nil
 }
 
 // spawn starts p and waits (up to its start timeout) for its registration.
@@ -260,9 +280,9 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 		s.b.metrics.spawn(p.service, "unsafe_executable")
 		log.Warn("backend not started: its program could be replaced by someone else",
 			"command", ee.Command, "path", ee.Path, "problem", ee.Problem, "reason", ee.Reason, "fix", ee.Fix)
-		p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+		s.failedStart(p, &refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
 			reason:  fmt.Sprintf("%s@%s was not started: %v; fix: %s", p.service, p.version, err, ee.Fix),
-			details: map[string]string{"command": ee.Command, "unsafe_path": ee.Path, "problem": string(ee.Problem), "fix": ee.Fix}})
+			details: map[string]string{"command": ee.Command, "unsafe_path": ee.Path, "problem": string(ee.Problem), "fix": ee.Fix}}, "", false)
 		s.forget(p)
 		return
 	}
@@ -278,12 +298,11 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 	clear(secret)
 	if err != nil {
 		s.starting.RUnlock()
-		s.recordFailure(p.procKey)
 		s.b.metrics.spawn(p.service, "failed")
-		log.Warn("backend failed to start", "err", err)
-		p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+		log.Warn("backend failed to start", "err", err, "log", logPath)
+		s.failedStart(p, &refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
 			reason: fmt.Sprintf("could not start %s@%s: %v", p.service, p.version, err), retryAfter: time.Second,
-			details: map[string]string{"command": p.def.Command[0]}})
+			details: map[string]string{"command": p.def.Command[0], "log": logPath}}, logPath, true)
 		s.forget(p)
 		return
 	}
@@ -297,6 +316,7 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 	if p.listenFDs {
 		// The broker bound the socket itself: usable at once through the
 		// reconnect route.
+		s.failed.clear(p.procKey)
 		p.markReady(nil)
 	}
 
@@ -333,14 +353,9 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 func (s *supervisor) startFailed(p *proc, log interface {
 	Warn(string, ...any)
 }, why, status, logPath string) {
-	s.recordFailure(p.procKey)
 	s.b.metrics.spawn(p.service, "failed")
-	tail := tailLines(logPath, 20, 4096)
-	log.Warn("backend failed to start", "pid", p.pid, "why", why)
-	p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
-		reason:     fmt.Sprintf("%s@%s %s", p.service, p.version, why),
-		retryAfter: time.Second,
-		details:    map[string]string{"exit_status": status, "stderr_tail": tail, "log": logPath}})
+	log.Warn("backend failed to start", "pid", p.pid, "why", why, "log", logPath)
+	s.failedStart(p, spawnRefusal(p, why, status, logPath), logPath, true)
 }
 
 // exited records that p's process is gone.
@@ -411,7 +426,13 @@ func (s *supervisor) serveControl(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 	}
 	s.b.metrics.registrations.WithLabelValues("accepted").Inc()
 	s.b.log.Info("backend registered", "service", p.service, "version", p.version, "pid", p.pid, "handoff", ctrl.handoffCapable)
+	s.failed.clear(p.procKey)
 	p.markReady(nil)
+	if p.quiesced.Load() {
+		// Retired while it was starting (retire.go): the Hellos that
+		// waited for it are served, new ones go to its successor.
+		ctrl.quiesce("retired while starting")
+	}
 	// Counted with the connections (this one holds the count above zero),
 	// so Serve waits for it instead of it writing the state file, and
 	// logging, after the broker stopped.
@@ -534,37 +555,10 @@ func (s *supervisor) janitor(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			s.retireStale(now)
 			s.quiesceIdle(now)
 			s.reapAdopted()
 			s.capLogs()
-		}
-	}
-}
-
-func (s *supervisor) quiesceIdle(now time.Time) {
-	s.mu.Lock()
-	var idle []*proc
-	for k, p := range s.procs {
-		if p.def.IdleTimeout <= 0 || !p.isReady() {
-			continue
-		}
-		last := time.Unix(0, p.lastUsed.Load())
-		if p.lastUsed.Load() == 0 {
-			last = p.started
-		}
-		if now.Sub(last) >= p.def.IdleTimeout {
-			idle = append(idle, p)
-			delete(s.procs, k)
-		}
-	}
-	s.mu.Unlock()
-	for _, p := range idle {
-		p.quiesced.Store(true)
-		s.b.log.Info("backend idle; asking it to quiesce", "service", p.service, "version", p.version, "pid", p.pid)
-		if c := p.control(); c != nil {
-			c.quiesce("idle for " + p.def.IdleTimeout.String())
-		} else {
-			p.terminate()
 		}
 	}
 }
