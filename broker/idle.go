@@ -20,10 +20,12 @@ func (p *proc) noteConnections(n uint32) {
 }
 
 // liveConnections reports the connections the backend said it holds, and
-// whether it has said so (the live-connection gauge and status use it).
+// whether that is known (the live-connection gauge and status use it): it
+// is not once the control connection is gone (a backend that stopped
+// taking connections, or is between brokers), which carried the reports.
 func (p *proc) liveConnections() (int64, bool) {
 	n := p.live.Load()
-	return n, n >= 0
+	return n, n >= 0 && p.control() != nil
 }
 
 // idleSince is when p's idle time started: its last Hello or report, else

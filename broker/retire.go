@@ -179,7 +179,8 @@ func (b *Broker) Reload() {
 }
 
 // stopService retires every backend of the service (starting ones once
-// they register) and returns them.
+// they register) and returns those it asked to stop (not those already
+// stopping).
 func (s *supervisor) stopService(name, reason string) []*proc {
 	var out []*proc
 	s.mu.Lock()
@@ -196,8 +197,7 @@ func (s *supervisor) stopService(name, reason string) []*proc {
 	}
 	s.mu.Unlock()
 	for p := range seen {
-		s.retire(p, reason)
-		if p.pid != 0 {
+		if s.retire(p, reason) && p.pid != 0 {
 			out = append(out, p)
 		}
 	}

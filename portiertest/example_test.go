@@ -49,18 +49,17 @@ func serve(ctx context.Context, handle func(net.Conn)) error {
 	if err != nil {
 		return err
 	}
-	go func() { <-ctx.Done(); l.Close() }()
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return nil // the listener closed: the broker asked us to stop
-		}
+	context.AfterFunc(ctx, func() { l.Close() })
+	for c, err := l.Accept(); err == nil; c, err = l.Accept() {
 		go func() {
 			defer c.Close()
 			_ = c.SetDeadline(time.Now().Add(time.Minute))
 			handle(c)
 		}()
 	}
+	// The listener stopped (the broker asked us to quiesce): let the
+	// connections in progress finish.
+	return l.Shutdown(context.Background())
 }
 
 // A test starts a broker with the services it needs, here this test

@@ -19,7 +19,8 @@ import (
 // once and TestMain goes on to run the tests.
 //
 // A role function is an ordinary portier backend: backend.Listen(ctx),
-// then Accept until the listener closes.
+// then Accept until the listener stops, then Shutdown to let the
+// connections in progress finish.
 func BackendMain(roles map[string]func(ctx context.Context) error) {
 	role, ok := os.LookupEnv(RoleEnv)
 	if !ok {

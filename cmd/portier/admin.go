@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 
@@ -14,16 +15,26 @@ import (
 
 func init() {
 	register(command{name: "status", summary: "show the broker and its backends", run: statusCmd,
-		help:    "Show the running broker (pid, uptime, socket, directories, connection counts) and each backend it runs.\nExits 1 when no broker answers.",
+		help:    "Show the running broker (pid, uptime, socket, directories, connection counts), each backend it runs\n(with the connections it holds open), and the services that fail to start, with their last error.\nExits 1 when no broker answers.",
 		example: "portier status\nportier status --json | jq '.backends[] | {service, pid}'"})
 	register(command{name: "metrics", summary: "print the broker's metrics (Prometheus text)", run: metricsCmd,
 		help:    "Print the running broker's metrics in the Prometheus text format: Hellos by service and result,\nhandoffs, backends, and the Go runtime and process metrics. 'portier serve --metrics-listen' serves the same over HTTP.",
 		example: "portier metrics | grep portier_hellos_total"})
 }
 
-// adminCall sends one admin request to the broker and returns its answer.
+// adminTimeout bounds an admin call that the broker answers at once.
+const adminTimeout = 5 * time.Second
+
+// adminCall sends one admin request to the broker and returns its answer,
+// waiting at most adminTimeout.
 func adminCall(socket string, req *pb.AdminRequest) (*pb.AdminResponse, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	return adminCallWithin(socket, req, adminTimeout)
+}
+
+// adminCallWithin is adminCall for a verb that may take longer (restart
+// waits for the new backend to start).
+func adminCallWithin(socket string, req *pb.AdminRequest, timeout time.Duration) (*pb.AdminResponse, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c, err := dialSocket(ctx, socket)
 	if err != nil {
@@ -74,6 +85,7 @@ type statusJSON struct {
 	Handoffs    uint64        `json:"handoffs"`
 	Fallbacks   uint64        `json:"fallbacks"`
 	Backends    []backendJSON `json:"backends"`
+	Failures    []failureJSON `json:"failures"`
 }
 
 type backendJSON struct {
@@ -85,10 +97,46 @@ type backendJSON struct {
 	Endpoint          string `json:"endpoint"`
 	HandoffCapable    bool   `json:"handoff_capable"`
 	RoutedConnections uint64 `json:"routed_connections"`
+	// LiveConnections is what the backend reported holding open; -1 for a
+	// backend that does not report (listen-fds activation).
+	LiveConnections int64 `json:"live_connections"`
+}
+
+// failureJSON is a service version whose last start failed.
+type failureJSON struct {
+	Service      string `json:"service"`
+	Version      string `json:"version"`
+	State        string `json:"state"`
+	Code         string `json:"code"`
+	Error        string `json:"error"`
+	Failures     uint32 `json:"failures"`
+	SinceMS      uint64 `json:"since_ms"`
+	RetryAfterMS uint64 `json:"retry_after_ms"`
+	Log          string `json:"log"`
+}
+
+func toBackendJSON(b *pb.BackendStatus) backendJSON {
+	out := backendJSON{
+		Service: b.GetServiceName(), Version: b.GetVersion(), PID: b.GetPid(), UptimeMS: b.GetUptimeMs(),
+		State: b.GetState(), Endpoint: b.GetEndpoint(), HandoffCapable: b.GetHandoffCapable(), RoutedConnections: b.GetConnections(),
+		LiveConnections: -1,
+	}
+	if b.LiveConnections != nil {
+		out.LiveConnections = int64(b.GetLiveConnections())
+	}
+	return out
+}
+
+// liveText renders a backend's live connections for the status table.
+func liveText(b *pb.BackendStatus) string {
+	if b.LiveConnections == nil {
+		return "-"
+	}
+	return strconv.FormatUint(uint64(b.GetLiveConnections()), 10)
 }
 
 func statusToJSON(socket string, st *pb.Status, err error) statusJSON {
-	out := statusJSON{Socket: socket, Backends: []backendJSON{}}
+	out := statusJSON{Socket: socket, Backends: []backendJSON{}, Failures: []failureJSON{}}
 	if err != nil {
 		out.Error = err.Error()
 		return out
@@ -101,9 +149,12 @@ func statusToJSON(socket string, st *pb.Status, err error) statusJSON {
 	out.ServicesDir, out.StateDir = st.GetServicesDir(), st.GetStateDir()
 	out.Connections, out.Handoffs, out.Fallbacks = st.GetConnections(), st.GetHandoffs(), st.GetFallbacks()
 	for _, b := range st.GetBackends() {
-		out.Backends = append(out.Backends, backendJSON{
-			Service: b.GetServiceName(), Version: b.GetVersion(), PID: b.GetPid(), UptimeMS: b.GetUptimeMs(),
-			State: b.GetState(), Endpoint: b.GetEndpoint(), HandoffCapable: b.GetHandoffCapable(), RoutedConnections: b.GetConnections(),
+		out.Backends = append(out.Backends, toBackendJSON(b))
+	}
+	for _, f := range st.GetFailures() {
+		out.Failures = append(out.Failures, failureJSON{
+			Service: f.GetServiceName(), Version: f.GetVersion(), State: f.GetState(), Code: wire.ErrorCode(f.GetCode()).String(),
+			Error: f.GetLastError(), Failures: f.GetFailures(), SinceMS: f.GetSinceMs(), RetryAfterMS: f.GetRetryAfterMs(), Log: f.GetLog(),
 		})
 	}
 	return out
@@ -150,15 +201,30 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "connections %d: %d handed off, %d handoff fallbacks\n\n", st.GetConnections(), st.GetHandoffs(), st.GetFallbacks())
 	if len(st.GetBackends()) == 0 {
 		fmt.Fprintln(stdout, "no backends running")
-		return exitOK
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SERVICE\tVERSION\tPID\tUPTIME\tSTATE\tHANDOFF\tLIVE\tROUTED")
+		for _, b := range st.GetBackends() {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%s\t%d\n", b.GetServiceName(), b.GetVersion(), b.GetPid(),
+				(time.Duration(b.GetUptimeMs()) * time.Millisecond).Round(time.Second), b.GetState(), b.GetHandoffCapable(), liveText(b), b.GetConnections())
+		}
+		tw.Flush()
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tVERSION\tPID\tUPTIME\tSTATE\tHANDOFF\tROUTED")
-	for _, b := range st.GetBackends() {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%v\t%d\n", b.GetServiceName(), b.GetVersion(), b.GetPid(),
-			(time.Duration(b.GetUptimeMs()) * time.Millisecond).Round(time.Second), b.GetState(), b.GetHandoffCapable(), b.GetConnections())
+	if fs := st.GetFailures(); len(fs) > 0 {
+		fmt.Fprintln(stdout, "\nnot starting:")
+		for _, f := range fs {
+			ago := (time.Duration(f.GetSinceMs()) * time.Millisecond).Round(time.Second)
+			what := fmt.Sprintf("failing (%d failed starts, the last %s ago)", f.GetFailures(), ago)
+			if f.GetState() == "rate_limited" {
+				what = fmt.Sprintf("rate limited: %d failed starts, next try in %s", f.GetFailures(),
+					(time.Duration(f.GetRetryAfterMs()) * time.Millisecond).Round(time.Second))
+			}
+			fmt.Fprintf(stdout, "  %s@%s %s\n    %s\n", f.GetServiceName(), f.GetVersion(), what, f.GetLastError())
+			if f.GetLog() != "" {
+				fmt.Fprintf(stdout, "    log: %s (portier logs %s)\n", f.GetLog(), f.GetServiceName())
+			}
+		}
 	}
-	tw.Flush()
 	return exitOK
 }
 

@@ -68,6 +68,8 @@ func TestStrayArguments(t *testing.T) {
 			switch c.name {
 			case "dial":
 				args = []string{"dial", "echo", "--socket", noSocket, "--timeout", "1s", "stray-argument"}
+			case "stop", "restart", "logs":
+				args = []string{c.name, "echo", "--socket", noSocket, "stray-argument"}
 			case "serve":
 				args = []string{"serve", "--socket", noSocket, "--log-level", "loud", "stray-argument"}
 			case "demo":

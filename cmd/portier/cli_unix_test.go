@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -213,8 +214,9 @@ func readLine(r *bufio.Reader) (string, error) {
 }
 
 // TestBridgeHalfClose checks bridge on its own: stdin EOF half-closes the
-// connection, and the bridge ends when the peer closes, even if it does not
-// wait for stdin.
+// connection, and the bridge ends when the peer closes; a peer that closes
+// while stdin is still open has cut the connection, and the bridge says so
+// without waiting for stdin.
 func TestBridgeHalfClose(t *testing.T) {
 	checkCLILeaks(t)
 	a, b := unixPair(t)
@@ -239,13 +241,25 @@ func TestBridgeHalfClose(t *testing.T) {
 		t.Errorf("bridge output %q, want %q", out.String(), "re: question")
 	}
 
-	// A peer that closes first ends the bridge while stdin stays open.
+	// A peer that closes first ends the bridge while stdin stays open,
+	// with an error: what stdin still had to say was never served.
 	a, b = unixPair(t)
 	stdinR, stdinW := io.Pipe()
 	defer stdinW.Close()
 	b.Close()
-	if err := bridge(a, stdinR, io.Discard); err != nil {
-		t.Fatalf("bridge with a closed peer: %v", err)
+	if err := bridge(a, stdinR, io.Discard); !errors.Is(err, errCut) {
+		t.Fatalf("bridge with a peer that closed first: %v, want errCut", err)
+	}
+
+	// A peer that reads part of the request and resets the connection.
+	a, b = unixPair(t)
+	go func() {
+		buf := make([]byte, 4)
+		_, _ = io.ReadFull(b, buf)
+		b.Close() // unread bytes: the reader sees a reset
+	}()
+	if err := bridge(a, strings.NewReader(strings.Repeat("request ", 1<<16)), io.Discard); err == nil || !strings.Contains(err.Error(), "connection cut") {
+		t.Fatalf("bridge with a peer that dropped the request: %v, want a cut", err)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"syscall"
 	"time"
 
 	"github.com/portier/portier/client"
@@ -16,7 +15,8 @@ func init() {
 	register(command{name: "dial", summary: "bridge stdin/stdout to a brokered connection", run: dialCmd, synopsis: "SERVICE [flags]",
 		help: "Connect to SERVICE through the broker, as client.Dial does, and copy stdin to the connection and the\n" +
 			"connection to stdout until the backend closes it. With --auto-start it starts the broker when none\n" +
-			"runs (its log: broker.log beside the socket).",
+			"runs (its log: broker.log beside the socket). Exits 1 when the connection was cut: reset, or closed\n" +
+			"by the backend before the end of stdin.",
 		example: "echo hello | portier dial echo -v\nportier dial echo --auto-start --version 1.0.0"})
 }
 
@@ -84,9 +84,20 @@ type halfCloser interface {
 	CloseWrite() error
 }
 
+// cutGrace is how long bridge, once the backend has closed, waits for the
+// end of stdin before it calls the connection cut. Input piped from a
+// program that is done ends within it; an open terminal does not.
+const cutGrace = 250 * time.Millisecond
+
+// errCut is bridge's error when the backend closed the connection while
+// stdin was still open: whatever was still to come was never served (a
+// backend that quiesces must finish its connections, not drop them).
+var errCut = errors.New("connection cut: the backend closed it before the end of stdin")
+
 // bridge copies in→c and c→out like socat: EOF on in half-closes c so the
 // backend sees the end of the request, and the bridge ends when the backend
-// closes its side.
+// closes its side. It fails when the connection was cut: a read or write
+// failed (a reset), or the backend closed its side before stdin ended.
 func bridge(c halfCloser, in io.Reader, out io.Writer) error {
 	defer c.Close()
 	upErr := make(chan error, 1)
@@ -99,17 +110,20 @@ func bridge(c halfCloser, in io.Reader, out io.Writer) error {
 	}()
 	_, downErr := io.Copy(out, c)
 	if downErr != nil && !errors.Is(downErr, io.EOF) {
-		return downErr
+		return fmt.Errorf("connection cut: %w", downErr)
 	}
-	// The backend closed; stdin may still be open (an interactive terminal):
-	// do not wait for it.
+	// The backend closed. It may do so right after it read the end of the
+	// request, while this side is still finishing stdin: give that a
+	// moment, but do not wait for a terminal.
+	t := time.NewTimer(cutGrace)
+	defer t.Stop()
 	select {
 	case err := <-upErr:
-		if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
-			return nil // the backend finished first; what it did not read it did not want
+		if err != nil {
+			return fmt.Errorf("connection cut before all of stdin was sent: %w", err)
 		}
-		return err
-	default:
 		return nil
+	case <-t.C:
+		return errCut
 	}
 }

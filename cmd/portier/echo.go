@@ -33,8 +33,14 @@ func echoBackendCmd(args []string, _, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "echo backend:", err)
 		return exitFailure
 	}
-	go func() { <-ctx.Done(); l.Close() }()
+	context.AfterFunc(ctx, func() { l.Close() })
 	if err := serveEcho(l); err != nil {
+		fmt.Fprintln(stderr, "echo backend:", err)
+		return exitFailure
+	}
+	// Stopped (quiesced by the broker, or a signal): let the connections
+	// in progress finish.
+	if err := l.Shutdown(context.Background()); err != nil {
 		fmt.Fprintln(stderr, "echo backend:", err)
 		return exitFailure
 	}

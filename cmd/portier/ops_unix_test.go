@@ -108,14 +108,14 @@ func TestJSONShapes(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("status --json = %d: %s", code, errOut)
 	}
-	checkShape(t, "status", out, []string{"backends", "backends[].endpoint", "backends[].handoff_capable", "backends[].pid",
-		"backends[].routed_connections", "backends[].service", "backends[].state", "backends[].uptime_ms", "backends[].version",
-		"broker_pid", "connections", "error", "fallbacks", "handoffs", "running", "services_dir", "socket", "state_dir", "uptime_ms"})
+	checkShape(t, "status", out, []string{"backends", "backends[].endpoint", "backends[].handoff_capable", "backends[].live_connections",
+		"backends[].pid", "backends[].routed_connections", "backends[].service", "backends[].state", "backends[].uptime_ms", "backends[].version",
+		"broker_pid", "connections", "error", "failures", "fallbacks", "handoffs", "running", "services_dir", "socket", "state_dir", "uptime_ms"})
 	var st statusJSON
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatal(err)
 	}
-	if !st.Running || st.BrokerPID != uint32(os.Getpid()) || st.ServicesDir != tb.svcDir || len(st.Backends) != 1 || st.Backends[0].Service != "echo" {
+	if !st.Running || st.BrokerPID != uint32(os.Getpid()) || st.ServicesDir != tb.svcDir || len(st.Backends) != 1 || st.Backends[0].Service != "echo" || st.Failures == nil {
 		t.Errorf("status --json = %+v", st)
 	}
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
 	"runtime"
 	"syscall"
@@ -20,9 +21,11 @@ import (
 
 func init() {
 	register(command{name: "serve", summary: "run the broker (normally started by the first client or a login unit)", run: serveCmd,
-		help: "Run the broker in the foreground until SIGTERM or SIGINT. Clients started with client.AutoStart\n" +
-			"run it for you, and 'portier install' makes the login session's service manager run it; under\n" +
-			"systemd it takes its socket by socket activation (LISTEN_FDS) and reports readiness (READY=1).",
+		help: "Run the broker in the foreground until SIGTERM or SIGINT; SIGHUP makes it check its backends against\n" +
+			"the current definitions at once (retiring those whose version, launch or program changed). Clients\n" +
+			"started with client.AutoStart run it for you, and 'portier install' makes the login session's service\n" +
+			"manager run it; under systemd it takes its socket by socket activation (LISTEN_FDS) and reports\n" +
+			"readiness (READY=1).",
 		example: "portier serve --log-level debug\nportier serve --metrics-listen 127.0.0.1:9464"})
 }
 
@@ -111,6 +114,7 @@ func serveCmd(args []string, _, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	defer reloadOnHangup(ctx, b, log)()
 	if err := b.Serve(ctx); err != nil {
 		if errors.Is(err, broker.ErrAlreadyRunning) {
 			log.Error("a broker is already running", "socket", cfg.Socket, "err", err)
@@ -122,6 +126,34 @@ func serveCmd(args []string, _, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// reloadOnHangup makes SIGHUP re-check the backends against the current
+// definitions (Broker.Reload) until ctx ends, instead of ending the broker
+// (SIGHUP's default action, which a closed terminal or `kill -HUP` would
+// otherwise trigger). The returned function stops it.
+func reloadOnHangup(ctx context.Context, b *broker.Broker, log interface{ Info(string, ...any) }) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: checking backends against the definitions")
+				b.Reload()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		<-done
+	}
 }
 
 // sdNotify tells systemd about the broker's state; a failure is logged,
