@@ -41,16 +41,16 @@ const (
 // every request frame it finds intact, and answers one it finds broken
 // (wrong magic, sequence number, length or checksum) with a line that
 // says why, then closes the connection. It returns when the listener
-// closes: when ctx ends, or when the broker asks the backend to quiesce.
+// has stopped (ctx ended, or the broker asked the backend to quiesce) and
+// the connections it was serving have ended, or when ctx ends.
 func Backend(ctx context.Context, log *slog.Logger) error {
 	return serveBackend(ctx, log, func(c net.Conn) { serveFrames(c, nil) })
 }
 
-// serveBackend is the README's accept loop: it ends as soon as the
-// listener closes, quiesce included, and so does the program, with the
-// connections it still serves. (This is the behaviour issue 11 item 1
-// objects to; when backend.Listener offers a way to wait for live
-// connections, this loop must use it as the README will.)
+// serveBackend is the README's accept loop: accept until the listener
+// stops (a quiesce included), then let the connections in progress finish
+// (Shutdown), so a quiesce never cuts a client off. A signal (ctx) ends
+// the wait.
 func serveBackend(ctx context.Context, log *slog.Logger, serve func(net.Conn)) error {
 	l, err := backend.Listen(ctx, backend.Logger(log), backend.OrphanTimeout(orphanTimeout))
 	if err != nil {
@@ -60,6 +60,9 @@ func serveBackend(ctx context.Context, log *slog.Logger, serve func(net.Conn)) e
 	defer stop()
 	for c, err := l.Accept(); err == nil; c, err = l.Accept() {
 		go serve(c)
+	}
+	if err := l.Shutdown(ctx); err != nil && ctx.Err() == nil {
+		return err
 	}
 	return nil
 }
