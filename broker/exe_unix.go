@@ -9,7 +9,9 @@ import "golang.org/x/sys/unix"
 // and usually its inode (the go tool, like most build tools, writes a new
 // file and renames it into place). ctime is left out: a hard link to the
 // program (a backup, a deduplicating store, a test) changes it without
-// changing the program. No allocation: the Hello path calls it.
+// changing the program. It costs one stat (about 0.7 µs) and one small
+// allocation (the path for the system call); the Hello path calls it at
+// most once a millisecond per program (exeStamps).
 func statExe(path string) (exeStamp, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {

@@ -142,7 +142,7 @@ func (fl *follower) close() {
 // step copies what is new, then notices a rotation or truncation.
 func (fl *follower) step() error {
 	if fl.f == nil {
-		f, err := os.Open(fl.path)
+		f, err := openFollowed(fl.path)
 		if err != nil {
 			return nil // not there (yet, or between a rename and a create)
 		}
