@@ -44,12 +44,13 @@ func (p *proc) idleSince() time.Time {
 func (s *supervisor) quiesceIdle(now time.Time) {
 	s.mu.Lock()
 	var idle []*proc
-	for _, p := range s.procs {
+	for k, p := range s.procs {
 		if p.def.IdleTimeout <= 0 || !p.isReady() || p.live.Load() > 0 {
 			continue
 		}
 		if now.Sub(p.idleSince()) >= p.def.IdleTimeout {
 			idle = append(idle, p)
+			delete(s.procs, k) // no Hello gets it from here on
 		}
 	}
 	s.mu.Unlock()
