@@ -239,6 +239,9 @@ func TestFailingServiceDiagnosis(t *testing.T) {
 		t.Fatalf("dial broken = %d, %q; want the refusal naming the log and quoting the output", code, errOut)
 	}
 
+	// The refusal can reach the client a moment before the broker has
+	// reaped the process that failed.
+	pollFor(t, "the failed backend to leave status", func() bool { return len(statusOf(t, tb.sock).Backends) == 0 })
 	code, out, _ := runCmd("status", "--socket", tb.sock)
 	if code != exitOK || !strings.Contains(out, "not starting:") || !strings.Contains(out, "broken@2.0.0 failing (1 failed starts") ||
 		!strings.Contains(out, "fatal: no database") || !strings.Contains(out, "portier logs broken") {
