@@ -55,6 +55,6 @@ func (s *supervisor) quiesceIdle(now time.Time) {
 	}
 	s.mu.Unlock()
 	for _, p := range idle {
-		s.retire(p, "idle for "+p.def.IdleTimeout.String())
+		s.quiesce(p, "idle for "+p.def.IdleTimeout.String())
 	}
 }

@@ -16,8 +16,8 @@ import (
 // The broker notices what changed. A backend process belongs to a build:
 // its definition's version, how it is launched (command, environment,
 // directory, activation) and the program file it runs. When any of these
-// changes, the process is retired: it takes no new connections, and exits
-// once its live ones have closed (a quiesce). The next Hello starts the new
+// changes, the process is retired (supervisor.quiesce): it takes no new
+// connections, and exits once its live ones have closed. The next Hello starts the new
 // build. Changes are seen by the next Hello of the service, by the janitor
 // within a second even when no Hello comes, by Reload (SIGHUP) at once, and
 // on `portier restart`.
@@ -92,12 +92,12 @@ func (p *proc) staleFor(def *servicedef.Definition, stamp exeStamp) string {
 	return ""
 }
 
-// retire stops routing new clients to p and asks it to quiesce; it exits
-// once its live connections have closed. A backend without a control
-// connection (listen-fds activation, or a re-adopted one that has not
-// re-registered) is sent SIGTERM instead. It reports false when p was
-// already retiring.
-func (s *supervisor) retire(p *proc, reason string) bool {
+// quiesce retires p: it stops routing new clients to p and asks it to
+// quiesce; it exits once its live connections have closed. A backend
+// without a control connection (listen-fds activation, or a re-adopted one
+// that has not re-registered) is sent SIGTERM instead. It reports false
+// when p was already retiring.
+func (s *supervisor) quiesce(p *proc, reason string) bool {
 	s.mu.Lock()
 	if s.procs[p.procKey] == p {
 		delete(s.procs, p.procKey)
@@ -144,7 +144,7 @@ func (s *supervisor) retireStale(now time.Time) int {
 		default:
 			why = p.staleFor(def, s.exes.get(def.Command[0], now))
 		}
-		if why != "" && s.retire(p, why) {
+		if why != "" && s.quiesce(p, why) {
 			retired++
 		}
 	}
@@ -163,7 +163,7 @@ func (s *supervisor) retireStale(now time.Time) int {
 func (s *supervisor) retireOtherVersions(def *servicedef.Definition) {
 	for _, p := range s.snapshot() {
 		if p.service == def.Name && p.version != def.Version && p.isReady() {
-			s.retire(p, fmt.Sprintf("the definition now names version %s", def.Version))
+			s.quiesce(p, fmt.Sprintf("the definition now names version %s", def.Version))
 		}
 	}
 }
@@ -197,7 +197,7 @@ func (s *supervisor) stopService(name, reason string) []*proc {
 	}
 	s.mu.Unlock()
 	for p := range seen {
-		if s.retire(p, reason) && p.pid != 0 {
+		if s.quiesce(p, reason) && p.pid != 0 {
 			out = append(out, p)
 		}
 	}

@@ -198,7 +198,7 @@ func (s *supervisor) acquire(def *servicedef.Definition, traceparent string) (*p
 	s.procs[k] = p
 	s.mu.Unlock()
 	if stale != nil {
-		s.retire(stale, why)
+		s.quiesce(stale, why)
 	}
 	s.retireOtherVersions(def)
 	s.workers.Add(1)
