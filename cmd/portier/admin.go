@@ -214,9 +214,9 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "\nnot starting:")
 		for _, f := range fs {
 			ago := (time.Duration(f.GetSinceMs()) * time.Millisecond).Round(time.Second)
-			what := fmt.Sprintf("failing (%d failed starts, the last %s ago)", f.GetFailures(), ago)
+			what := fmt.Sprintf("failing (failed starts: %d, the last %s ago)", f.GetFailures(), ago)
 			if f.GetState() == "rate_limited" {
-				what = fmt.Sprintf("rate limited: %d failed starts, next try in %s", f.GetFailures(),
+				what = fmt.Sprintf("rate limited (failed starts: %d; next start in %s)", f.GetFailures(),
 					(time.Duration(f.GetRetryAfterMs()) * time.Millisecond).Round(time.Second))
 			}
 			fmt.Fprintf(stdout, "  %s@%s %s\n    %s\n", f.GetServiceName(), f.GetVersion(), what, f.GetLastError())

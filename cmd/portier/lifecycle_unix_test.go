@@ -243,7 +243,7 @@ func TestFailingServiceDiagnosis(t *testing.T) {
 	// reaped the process that failed.
 	pollFor(t, "the failed backend to leave status", func() bool { return len(statusOf(t, tb.sock).Backends) == 0 })
 	code, out, _ := runCmd("status", "--socket", tb.sock)
-	if code != exitOK || !strings.Contains(out, "not starting:") || !strings.Contains(out, "broken@2.0.0 failing (1 failed starts") ||
+	if code != exitOK || !strings.Contains(out, "not starting:") || !strings.Contains(out, "broken@2.0.0 failing (failed starts: 1,") ||
 		!strings.Contains(out, "fatal: no database") || !strings.Contains(out, "portier logs broken") {
 		t.Errorf("status does not show the failing service:\n%s", out)
 	}
