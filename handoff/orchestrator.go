@@ -46,6 +46,11 @@ func NewOrchestrator(cfg Config) *Orchestrator {
 	}
 }
 
+// ForgetBackend drops what the failed-attempt window recorded for key, a
+// backend process that has exited, so a long-running broker does not keep a
+// window per dead process until it ages out.
+func (o *Orchestrator) ForgetBackend(key BackendKey) { o.policy.forget(key) }
+
 // Stats returns a snapshot of the counters. Counters are read one by one, so
 // a snapshot taken while handoffs run may be off by the ones in progress.
 func (o *Orchestrator) Stats() Stats {

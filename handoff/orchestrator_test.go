@@ -206,7 +206,7 @@ func TestOrchestratorFailureWindow(t *testing.T) {
 	if a != nil || d.Reason != ReasonRateLimited || d.RetryAfter != 10*time.Second {
 		t.Fatalf("after 2 failures: %+v", d)
 	}
-	if a, _ := o.Begin(BackendKey{"other", "1"}, 11, "other", capable); a == nil {
+	if a, _ := o.Begin(BackendKey{Service: "other", Version: "1"}, 11, "other", capable); a == nil {
 		t.Fatal("other backend suppressed")
 	} else {
 		a.Abandon(ReasonCanceled, "")
@@ -402,7 +402,7 @@ func TestOrchestratorConcurrentHandoffs(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			a, d := o.Begin(BackendKey{"svc", fmt.Sprint(i % 7)}, uint64(i), "svc", capable)
+			a, d := o.Begin(BackendKey{Service: "svc", Version: fmt.Sprint(i % 7)}, uint64(i), "svc", capable)
 			if a == nil {
 				t.Errorf("Begin %d: %+v", i, d)
 				return

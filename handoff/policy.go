@@ -5,11 +5,19 @@ import (
 	"time"
 )
 
-// BackendKey identifies a backend for the failed-attempt window: one window
-// per service and version.
+// BackendKey identifies a backend process for the failed-attempt window:
+// one window per process. A new process of the same service and version
+// (started after the old one died, or after a restart) is a new key, so it
+// does not inherit the failures of the one before it: those said something
+// about a process that is gone.
 type BackendKey struct {
 	Service string
 	Version string
+	// PID and StartTime identify the process (StartTime as
+	// ipc.ProcessStartTime reports it), so a reused pid is a new key too.
+	// Zero when the caller has no process yet.
+	PID       int
+	StartTime uint64
 }
 
 // Inputs are the facts the broker knows when it decides whether to attempt a
@@ -131,6 +139,13 @@ func (p *policy) recordFailure(key BackendKey, now time.Time) {
 		r.next = 0
 		r.full = true
 	}
+}
+
+// forget drops backend key's failed-attempt window: its process is gone.
+func (p *policy) forget(key BackendKey) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.fails, key)
 }
 
 // recordSuccess clears backend key's failed-attempt window.

@@ -35,7 +35,7 @@ func TestPolicyInputsOrder(t *testing.T) {
 func TestPolicyFailureWindow(t *testing.T) {
 	w := 30 * time.Second
 	p := newPolicy(Config{FailureLimit: 3, FailureWindow: w})
-	other := BackendKey{"other", "1"}
+	other := BackendKey{Service: "other", Version: "1"}
 	p.recordFailure(keyA, t0)
 	p.recordFailure(keyA, t0.Add(10*time.Second))
 	if d := p.shouldAttempt(keyA, capable, t0.Add(10*time.Second)); !d.Attempt {
@@ -75,6 +75,35 @@ func TestPolicyFailureWindow(t *testing.T) {
 	p.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d stale windows kept", n)
+	}
+}
+
+// TestPolicyWindowPerProcess: the window belongs to one backend process. A
+// new process of the same service and version starts with a clean window,
+// and ForgetBackend drops a dead process's window at once.
+func TestPolicyWindowPerProcess(t *testing.T) {
+	o := NewOrchestrator(Config{FailureLimit: 2, FailureWindow: 30 * time.Second, Now: func() time.Time { return t0 }})
+	p := o.policy
+	dead := BackendKey{Service: "echo", Version: "1.2.0", PID: 100, StartTime: 7}
+	p.recordFailure(dead, t0)
+	p.recordFailure(dead, t0)
+	if d := p.shouldAttempt(dead, capable, t0); d.Reason != ReasonRateLimited {
+		t.Fatalf("the failing process: %+v, want rate_limited", d)
+	}
+	for _, fresh := range []BackendKey{
+		{Service: "echo", Version: "1.2.0", PID: 101, StartTime: 9}, // a new process
+		{Service: "echo", Version: "1.2.0", PID: 100, StartTime: 8}, // the pid reused
+	} {
+		if d := p.shouldAttempt(fresh, capable, t0); !d.Attempt {
+			t.Errorf("%+v inherited the dead process's window: %+v", fresh, d)
+		}
+	}
+	o.ForgetBackend(dead)
+	p.mu.Lock()
+	n := len(p.fails)
+	p.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d windows kept after ForgetBackend", n)
 	}
 }
 
