@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/portier/portier/internal/fdcount"
 )
@@ -121,5 +123,55 @@ func TestExecutablePath(t *testing.T) {
 	}
 	if _, err := ExecutablePath(0); err == nil {
 		t.Error("pid 0 accepted")
+	}
+}
+
+// TestProcessRunningZombie: an exited process that its parent has not
+// waited for yet (a zombie) keeps its /proc entry and start time, but it is
+// not running.
+func TestProcessRunningZombie(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", "read line")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	st, err := ProcessStartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ProcessRunning(pid, st) {
+		t.Fatal("a live child is not running")
+	}
+	if ProcessRunning(pid, st+1) {
+		t.Fatal("running with another start time")
+	}
+	in.Close() // the shell reads EOF and exits; nobody waits for it yet
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state, _, err := parseStat(data); err == nil && state == 'Z' {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("child never became a zombie: %s", data)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got, err := ProcessStartTime(pid); err != nil || got != st {
+		t.Fatalf("zombie's start time: %d, %v; want %d (the entry is still there)", got, err, st)
+	}
+	if ProcessRunning(pid, st) {
+		t.Error("a zombie counts as running")
+	}
+	_ = cmd.Wait()
+	if ProcessRunning(pid, st) {
+		t.Error("a reaped process counts as running")
 	}
 }
