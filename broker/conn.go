@@ -240,12 +240,36 @@ func (b *Broker) serveHello(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 			versionRetryAfter, map[string]string{"available_version": def.Version})
 		return
 	}
+	b.awaitBackend(c, f, h, def, 0)
+}
+
+// maxReacquire bounds how often one Hello asks for a fresh backend after
+// the one it waited for went away (errBackendGone) or died.
+const maxReacquire = 3
+
+// awaitBackend gets def's backend (starting it if needed, single-flight)
+// and routes the Hello once it is ready, or answers it at the Hello's
+// deadline. A backend that went away before it could serve this Hello (a
+// re-adopted backend that exited or never re-registered, or one that died
+// after it registered) is replaced: the Hello asks again, which starts a
+// new backend, up to maxReacquire times. tries counts the asks so far.
+func (b *Broker) awaitBackend(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef.Definition, tries int) {
 	p, err := b.sup.acquire(def, f.GetTraceparent())
 	if err != nil {
 		b.refuseErrFor(c, f, def.Name, err)
 		return
 	}
-	serve := func() { b.route(c, f, h, def, p) }
+	serve := func() {
+		// A failed start (readyErr a spawn refusal) is this Hello's
+		// answer; asking again would only spend the start budget.
+		gone := p.readyErr == errBackendGone || (p.readyErr == nil && p.gone.Load())
+		if gone && tries+1 < maxReacquire {
+			b.awaitBackend(c, f, h, def, tries+1)
+			return
+		}
+		b.route(c, f, h, def, p)
+	}
+	deadline, hasDeadline := wire.FrameDeadline(f)
 	if !hasDeadline {
 		p.whenReady(serve)
 		return

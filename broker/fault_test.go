@@ -331,3 +331,14 @@ func TestForgedRegistrationRefusedAndNeverOffered(t *testing.T) {
 		}
 	})
 }
+
+// onlyBackendState returns the state status gives the backend pid, "" when
+// it lists none such.
+func (h *harness) onlyBackendState(pid uint32) string {
+	for _, b := range h.b.status().GetBackends() {
+		if b.GetPid() == pid {
+			return b.GetState()
+		}
+	}
+	return ""
+}

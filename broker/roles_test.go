@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -138,7 +139,8 @@ func serveEcho(ln net.Listener) {
 
 // runFakeBackend serves echo on its own endpoint (the reconnect route),
 // registers by hand and treats every offer according to policy. It exits 0
-// when the broker asks it to quiesce or the control connection ends.
+// when the broker asks it to quiesce or the control connection ends. On
+// SIGUSR1 it drops its control connection and lingers until terminated.
 func runFakeBackend(ctx context.Context, policy offerPolicy) int {
 	env, err := readSpawnEnv()
 	if err != nil {
@@ -164,12 +166,31 @@ func runFakeBackend(ctx context.Context, policy offerPolicy) int {
 	}
 	stop := context.AfterFunc(ctx, func() { ctrl.Close() })
 	defer stop()
+	// SIGUSR1: drop the control connection without an Unregister, as a
+	// dying process does, and linger (until terminated) as one whose exit
+	// takes a while.
+	lingering := make(chan struct{})
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		select {
+		case <-usr1:
+			close(lingering)
+			ctrl.Close()
+		case <-ctx.Done():
+		}
+	}()
 	var held []int // offerHold: descriptors kept open until exit
 	r := fdpass.NewReceiver(ctrl, wire.MaxBody)
 	defer r.Close()
 	for {
 		msg, err := r.Next()
 		if err != nil {
+			select {
+			case <-lingering:
+				<-ctx.Done()
+			default:
+			}
 			return 0 // the broker went away
 		}
 		f, err := wire.DecodeFrame(msg.Body)

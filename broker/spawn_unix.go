@@ -97,5 +97,12 @@ func backendEndpoint(socket, key, random string) string {
 	return filepath.Join(filepath.Dir(socket), "be-"+key+"-"+random+".sock")
 }
 
+// backendEndpoints lists the backend sockets in the broker's directory
+// (any broker's, live or left behind).
+func backendEndpoints(socket string) []string {
+	paths, _ := filepath.Glob(filepath.Join(filepath.Dir(socket), "be-*.sock"))
+	return paths
+}
+
 // removeEndpoint removes the socket file a killed backend left behind.
 func removeEndpoint(path string) { _ = os.Remove(path) }

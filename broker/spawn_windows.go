@@ -19,5 +19,9 @@ func (p *proc) adoptOS() error { return errWindowsUnsupported }
 func (p *proc) releaseOS()     {}
 func removeEndpoint(string)    {}
 
+// backendEndpoints lists backend endpoints left behind: none on Windows,
+// where a pipe disappears with its last handle.
+func backendEndpoints(string) []string { return nil }
+
 // backendEndpoint is the name of a backend's own pipe.
 func backendEndpoint(socket, key, random string) string { return socket + "-be-" + key + "-" + random }

@@ -5,14 +5,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/portier/portier/internal/ipc"
-	pb "github.com/portier/portier/wire/portierv1"
 )
 
 // stateFileName is the broker's record of live backends, in the private
@@ -107,10 +105,15 @@ func writeFileAtomic(path string, data []byte) error {
 }
 
 // loadState re-adopts the backends a previous broker recorded. A record is
-// kept only while its process runs with the recorded start time and its
-// service is still defined; a portier backend must then re-register with the
-// recorded secret within ReadoptWait, else a new one is started on demand.
+// kept only while its process runs (not a zombie) with the recorded start
+// time and its service is still defined; a portier backend must then
+// re-register with the recorded secret within ReadoptWait. Hellos for its
+// service wait for that; if it exits first (seen at once where an exit
+// watch exists) or does not re-register in time, they start a new backend
+// instead. Backend sockets that no kept record owns are removed: their
+// backends died while no broker watched.
 func (s *supervisor) loadState() {
+	defer s.sweepEndpoints()
 	data, err := os.ReadFile(s.statePath())
 	if errors.Is(err, os.ErrNotExist) {
 		return
@@ -149,35 +152,81 @@ func (s *supervisor) loadState() {
 			p.stamp = *r.ExeStamp
 		} // else unknown: matches any (a record of a broker before stamps)
 		copy(p.secretHash[:], hash)
+		w, err := newExitWatch(p.pid, p.startTime)
+		if errors.Is(err, errProcessGone) {
+			s.b.log.Info("dropping state record of a gone backend", "service", r.Service, "pid", r.PID)
+			continue
+		}
+		p.watch = w // nil without an exit watch: the janitor polls
 		s.mu.Lock()
 		s.procs[p.procKey] = p
 		s.byPID[p.pid] = p
 		s.mu.Unlock()
 		kept++
+		if w != nil {
+			// Counted with the connections, so Serve waits for it (shutdown
+			// closes the watch).
+			s.b.conns.Add(1)
+			go func() {
+				defer s.b.conns.Done()
+				if w.wait() {
+					s.exited(p, s.b.log, errors.New("re-adopted backend exited"))
+				}
+			}()
+		}
 		if p.listenFDs {
 			p.markReady(nil)
 			continue
 		}
-		p.readoptTimer = time.AfterFunc(s.b.cfg.ReadoptWait, func() {
-			p.markReady(&refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
-				reason: fmt.Sprintf("recorded backend pid %d did not re-register", p.pid), retryAfter: 100 * time.Millisecond})
-			if p.readyErr != nil {
-				s.forget(p)
-			}
-		})
+		p.readoptTimer = time.AfterFunc(s.b.cfg.ReadoptWait, func() { s.readoptExpired(p) })
 	}
 	if kept > 0 {
 		s.b.log.Info("re-adopting backends from the state file", "count", kept)
 	}
 }
 
-// processMatches reports whether pid runs with the given start time.
-func processMatches(pid int, startTime uint64) bool {
-	if pid <= 0 {
-		return false
+// readoptExpired gives up on a re-adopted backend that has not
+// re-registered within ReadoptWait: the broker forgets it (a later
+// registration is refused, and the backend SDK then closes its listener and
+// exits), and the Hellos waiting for it start a new backend.
+func (s *supervisor) readoptExpired(p *proc) {
+	p.markReady(errBackendGone)
+	if p.readyErr != errBackendGone {
+		return // it registered just now
 	}
-	st, err := ipc.ProcessStartTime(pid)
-	return err == nil && st == startTime
+	s.b.log.Warn("re-adopted backend did not re-register; starting a new one on demand",
+		"service", p.service, "version", p.version, "pid", p.pid, "waited", s.b.cfg.ReadoptWait)
+	s.forget(p)
+	if p.watch != nil {
+		p.watch.close()
+	}
+}
+
+// sweepEndpoints removes backend sockets in the broker's directory that no
+// known backend owns: a backend that dies while no broker watches leaves
+// its socket file behind. It runs before the broker starts any backend, so
+// every live backend it could own is in the tables (a backend a previous
+// broker started but never recorded is refused when it registers, and
+// exits).
+func (s *supervisor) sweepEndpoints() {
+	s.mu.Lock()
+	known := make(map[string]bool, len(s.byPID))
+	for _, p := range s.byPID {
+		known[p.endpoint] = true
+	}
+	s.mu.Unlock()
+	for _, path := range backendEndpoints(s.b.cfg.Socket) {
+		if !known[path] {
+			s.b.log.Info("removing the socket of a gone backend", "path", path)
+			removeEndpoint(path)
+		}
+	}
+}
+
+// processMatches reports whether pid runs (and has not exited: a zombie
+// has) with the given start time.
+func processMatches(pid int, startTime uint64) bool {
+	return ipc.ProcessRunning(pid, startTime)
 }
 
 // recordExe notes the registered backend's executable and its SHA-256 for

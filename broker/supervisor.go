@@ -60,6 +60,11 @@ type proc struct {
 
 	exited chan struct{} // closed when the process is known to be gone
 	gone   atomic.Bool
+	// watch notices the exit of a re-adopted backend at once (pidfd,
+	// kqueue); nil for children (their Wait does) and where the platform
+	// cannot. Set before the process is in the tables, closed by exited
+	// and shutdown.
+	watch exitWatch
 
 	ctrl     atomic.Pointer[controlConn]
 	lastUsed atomic.Int64 // unix nanoseconds of the last Hello routed here or connection report (idle.go)
@@ -68,8 +73,11 @@ type proc struct {
 	quiesced atomic.Bool // retired: routes nothing new, exits once drained (retire.go)
 }
 
+// handoffKey names p's process for the handoff policy's failed-attempt
+// window: a new process of the same service and version starts with a clean
+// window.
 func (p *proc) handoffKey() handoff.BackendKey {
-	return handoff.BackendKey{Service: p.service, Version: p.version}
+	return handoff.BackendKey{Service: p.service, Version: p.version, PID: p.pid, StartTime: p.startTime}
 }
 
 func (p *proc) control() *controlConn { return p.ctrl.Load() }
@@ -119,6 +127,15 @@ func (p *proc) isReady() bool {
 		return false
 	}
 }
+
+// errBackendGone is the readiness of a backend that went away before it
+// could serve: a re-adopted backend that exited, or did not re-register in
+// time. A Hello parked on it does not get this as its answer: it asks for a
+// fresh start instead (Broker.awaitBackend), and only one that found its
+// backend gone maxReacquire times in a row is refused with it.
+var errBackendGone = &refusal{code: pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
+	reason:     "the backend exited before it could serve this Hello, each time it was started for it; see `portier status` and the backend's log",
+	retryAfter: time.Second}
 
 // supervisor owns the table of backends.
 type supervisor struct {
@@ -366,12 +383,20 @@ func (s *supervisor) exited(p *proc, log interface {
 		return
 	}
 	close(p.exited)
+	// Hellos still parked on it (a re-adopted backend that died before it
+	// re-registered) go to a fresh start; for a child that never
+	// registered, spawn has already answered them with the failed start.
+	p.markReady(errBackendGone)
+	if p.watch != nil {
+		p.watch.close()
+	}
 	removeEndpoint(p.endpoint) // a killed backend leaves its socket behind
 	log.Info("backend exited", "pid", p.pid, "status", exitStatus(waitErr))
 	if c := p.ctrl.Load(); c != nil {
 		c.conn.Close()
 	}
 	s.forget(p)
+	s.b.orch.ForgetBackend(p.handoffKey())
 	p.releaseOS()
 	s.saveState()
 }
@@ -428,10 +453,19 @@ func (s *supervisor) serveControl(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 	s.b.log.Info("backend registered", "service", p.service, "version", p.version, "pid", p.pid, "handoff", ctrl.handoffCapable)
 	s.failed.clear(p.procKey)
 	p.markReady(nil)
-	if p.quiesced.Load() {
+	switch {
+	case p.quiesced.Load():
 		// Retired while it was starting (retire.go): the Hellos that
 		// waited for it are served, new ones go to its successor.
 		ctrl.quiesce("retired while starting")
+	case !s.routable(p):
+		// The broker gave up on it before it registered (a re-adopted
+		// backend later than ReadoptWait) or routes its service to
+		// another process now: it takes no new clients, and it exits
+		// once it has finished with the ones it has.
+		p.quiesced.Store(true)
+		s.b.log.Info("backend registered after it was replaced; asking it to quiesce", "service", p.service, "pid", p.pid)
+		ctrl.quiesce("replaced by another backend process")
 	}
 	// Counted with the connections (this one holds the count above zero),
 	// so Serve waits for it instead of it writing the state file, and
@@ -443,17 +477,42 @@ func (s *supervisor) serveControl(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 	}()
 	ctrl.readLoop()
 	p.ctrl.CompareAndSwap(ctrl, nil)
+	if !p.quiesced.Load() && !s.b.shutting.Load() {
+		// Dropped without an Unregister: the backend died or is dying
+		// (a process's sockets close before its exit is reported). No
+		// further Hello goes to it, so the next one starts a new
+		// backend rather than finding a dead backend_pipe.
+		s.unroute(p)
+	}
 	s.awaitDeath(p, ctrl)
 	ctrl.abandonPending("backend control connection closed")
 	if !s.b.shutting.Load() {
 		s.b.log.Info("backend control connection closed", "service", p.service, "pid", p.pid)
 	}
-	// Without a control connection the backend cannot be verified again
-	// until it re-registers; new Hellos may still use its endpoint. A
-	// re-adopted backend is not our child, so check here whether it died.
+	// A re-adopted backend is not our child: where no exit watch saw it
+	// go, check here whether it died.
 	if !p.child && !p.alive() {
 		s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
 	}
+}
+
+// unroute takes p out of routing: the next Hello for its service starts a
+// new backend. p stays known by pid until it exits, so a backend that was
+// alive after all can still re-register (and is then asked to quiesce).
+func (s *supervisor) unroute(p *proc) {
+	s.mu.Lock()
+	if s.procs[p.procKey] == p {
+		delete(s.procs, p.procKey)
+	}
+	s.mu.Unlock()
+}
+
+// routable reports whether Hellos for p's service go to p.
+func (s *supervisor) routable(p *proc) bool {
+	s.mu.Lock()
+	cur := s.procs[p.procKey] == p
+	s.mu.Unlock()
+	return cur && p.isReady() && !p.gone.Load() && !p.quiesced.Load()
 }
 
 // deadBackendGrace bounds how long the pending handoffs of a backend whose
@@ -461,9 +520,9 @@ func (s *supervisor) serveControl(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 const deadBackendGrace = time.Second
 
 // awaitDeath holds back the release of ctrl's pending handoffs until p, a
-// backend this broker started that dropped its control connection without
-// unregistering (it most likely died holding an offer), has been reaped, at
-// most deadBackendGrace. A client sees EOF only once the broker closes its
+// backend that dropped its control connection without unregistering (it
+// most likely died holding an offer), is known to have exited (reaped, or
+// seen by its exit watch), at most deadBackendGrace. A client sees EOF only once the broker closes its
 // copy of the socket, so its reconnect then finds the endpoint gone (the
 // listener of a dying process can still take a connection it then resets),
 // and the Hello it retries finds p gone and starts a new backend.
@@ -471,7 +530,9 @@ func (s *supervisor) awaitDeath(p *proc, ctrl *controlConn) {
 	ctrl.mu.Lock()
 	pending := len(ctrl.pending)
 	ctrl.mu.Unlock()
-	if pending == 0 || !p.child || p.quiesced.Load() || s.b.shutting.Load() {
+	// A child's exit is seen by its Wait, a re-adopted backend's by its
+	// exit watch; without either there is nothing to wait for.
+	if pending == 0 || (!p.child && p.watch == nil) || p.quiesced.Load() || s.b.shutting.Load() {
 		return
 	}
 	t := time.NewTimer(deadBackendGrace)
@@ -586,6 +647,9 @@ func (s *supervisor) shutdown() {
 	for _, p := range s.byPID {
 		if c := p.control(); c != nil {
 			ctrls = append(ctrls, c)
+		}
+		if p.watch != nil {
+			p.watch.close() // its goroutine ends before Serve returns
 		}
 	}
 	s.mu.Unlock()
