@@ -53,13 +53,22 @@ func runTraceBackend(ctx context.Context) int {
 	}
 }
 
-// slowStartDelay is how long the slow-start role takes before it registers.
-const slowStartDelay = 2 * time.Second
+// slowStartDelay is how long the slow-start role takes before it registers,
+// unless its definition sets startDelayEnv (a time.ParseDuration string).
+const (
+	slowStartDelay = 2 * time.Second
+	startDelayEnv  = "PTEST_START_DELAY"
+)
 
-// runSlowStart is an echo backend that takes slowStartDelay to start.
+// runSlowStart is an echo backend that takes slowStartDelay (or
+// $PTEST_START_DELAY) to start.
 func runSlowStart(ctx context.Context) int {
+	delay := slowStartDelay
+	if d, err := time.ParseDuration(os.Getenv(startDelayEnv)); err == nil {
+		delay = d
+	}
 	select {
-	case <-time.After(slowStartDelay):
+	case <-time.After(delay):
 	case <-ctx.Done():
 		return 0
 	}

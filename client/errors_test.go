@@ -3,7 +3,9 @@ package client
 import (
 	"errors"
 	"testing"
+	"time"
 
+	"github.com/portier/portier/servicedef"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -37,5 +39,30 @@ func TestEveryRefusalCodeHasASentinel(t *testing.T) {
 		if err := error(&RefusedError{Code: code}); !errors.Is(err, s) {
 			t.Errorf("a refusal with code %s does not match its sentinel %v", v.Name(), s)
 		}
+	}
+}
+
+// TestHelloDeadlineLeadsTheClients: the deadline a Hello tells the broker
+// comes before the client's own by a tenth of the time left, at most
+// maxReplyLead, so the broker's answer at its deadline arrives while the
+// client still reads.
+func TestHelloDeadlineLeadsTheClients(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, c := range []struct{ left, lead time.Duration }{
+		{15 * time.Second, maxReplyLead},
+		{time.Second, 100 * time.Millisecond},
+		{10 * time.Millisecond, time.Millisecond},
+		{0, 0},
+		{-time.Second, 0},
+	} {
+		if got := now.Add(c.left).Sub(helloDeadline(now.Add(c.left), now)); got != c.lead {
+			t.Errorf("%s left: the Hello's deadline leads by %s, want %s", c.left, got, c.lead)
+		}
+	}
+	// The defaults agree: a Hello with the default timeout is told a
+	// deadline past the default start_timeout, so it waits for a start
+	// that takes all of it (and hears the refusal of one that takes more).
+	if told := helloDeadline(now.Add(DefaultHandshakeTimeout), now).Sub(now); told <= servicedef.DefaultStartTimeout {
+		t.Errorf("a default Hello tells the broker %s, not more than the default start_timeout %s", told, servicedef.DefaultStartTimeout)
 	}
 }

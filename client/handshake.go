@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
@@ -115,7 +116,7 @@ func (d *dialer) handshake(bc *net.UnixConn) (exchange, error) {
 		return exchange{}, fmt.Errorf("portier: encode hello: %w", err)
 	}
 	f.Traceparent = d.cfg.traceParent
-	f.DeadlineUnixMs = uint64(deadline.UnixMilli())
+	f.DeadlineUnixMs = uint64(helloDeadline(deadline, time.Now()).UnixMilli())
 	buf, err := wire.AppendFrame(make([]byte, 0, 256+len(d.cfg.earlyData)), f)
 	if err != nil {
 		_ = bc.Close()
@@ -160,6 +161,24 @@ func (d *dialer) handshake(bc *net.UnixConn) (exchange, error) {
 		return exchange{}, d.ctxErr()
 	}
 	return exchange{neg: neg, fr: fr, earlyComplete: werr == nil}, nil
+}
+
+// maxReplyLead is the most by which the deadline a Hello tells the broker
+// comes before the client's own.
+const maxReplyLead = 250 * time.Millisecond
+
+// helloDeadline is the deadline_unix_ms of a Hello whose reply the client
+// reads until deadline: a tenth of the time left, at most maxReplyLead,
+// earlier. The broker answers a Hello still waiting for its backend at the
+// deadline it was told; told the client's own, its refusal would arrive
+// just as the client stopped reading, and the caller would see an i/o
+// timeout instead of the reason.
+func helloDeadline(deadline, now time.Time) time.Time {
+	left := deadline.Sub(now)
+	if left <= 0 {
+		return deadline
+	}
+	return deadline.Add(-min(maxReplyLead, left/10))
 }
 
 // parseReply checks that f is the HelloReply to the Hello sent as frameID and

@@ -10,7 +10,13 @@ import (
 const (
 	// DefaultHandshakeTimeout bounds connecting to the broker and receiving
 	// its reply, and separately dialing backend_pipe and writing early data.
-	DefaultHandshakeTimeout = 5 * time.Second
+	// The reply waits for the broker to start the backend when none runs,
+	// which a service definition allows start_timeout for (10 s unless it
+	// says otherwise), so the default covers that with room to spare: a
+	// backend that starts within its start_timeout is served, and one that
+	// does not is refused (BACKEND_SPAWN_FAILED, naming start_timeout)
+	// before the client stops waiting.
+	DefaultHandshakeTimeout = 15 * time.Second
 	// DefaultReadyTimeout bounds the wait for the handoff-ready event after
 	// Negotiated.
 	DefaultReadyTimeout = 2 * time.Second
@@ -86,6 +92,13 @@ func Socket(path string) Option { return func(c *config) { c.socket = path } }
 // (which may include the broker starting the backend), and separately the
 // dial of backend_pipe with its early-data write. d <= 0 keeps the default
 // (DefaultHandshakeTimeout). ctx's deadline, when earlier, wins.
+//
+// The Hello tells the broker a deadline a little before this one
+// (deadline_unix_ms), so a backend still starting when it passes is
+// answered with a typed refusal (BACKEND_SPAWN_FAILED, "still starting")
+// that arrives while the client still reads, never with an i/o timeout. A
+// service whose start_timeout is longer than the default's margin needs a
+// longer HandshakeTimeout (or ctx deadline) to be waited for.
 func HandshakeTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d > 0 {

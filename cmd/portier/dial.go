@@ -31,7 +31,7 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 	noHandoff := fs.Bool("no-handoff", false, "take the reconnect route")
 	verbose := fs.Bool("v", false, "print the route to stderr")
 	autoStart := fs.Bool("auto-start", false, "start the broker (this executable's 'serve') when none answers, as client.AutoStart does")
-	timeout := fs.Duration("timeout", 10*time.Second, "bound on the broker's answer (the route then settles within the client's ready and handshake timeouts)")
+	timeout := fs.Duration("timeout", client.DefaultHandshakeTimeout, "bound on the broker's answer, which may wait for the backend to start (the route then settles within the client's ready and handshake timeouts)")
 	// Allow flags after the service name too.
 	var service string
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
