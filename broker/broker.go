@@ -31,7 +31,12 @@ type Config struct {
 	Logger *slog.Logger
 	// HelloTimeout bounds the read of a connection's first frame (default 5 s).
 	HelloTimeout time.Duration
-	// MaxHelloConns bounds connections in the Hello stage (default 512).
+	// FirstByteTimeout bounds the wait for the first frame's 5-byte header
+	// (default 1 s): a connection that sends nothing is closed then.
+	FirstByteTimeout time.Duration
+	// MaxHelloConns bounds the connections whose first frame's body is
+	// being read at once (default 512); connections still waiting for
+	// their first bytes take none of these slots.
 	MaxHelloConns int
 	// Handoff configures tokens, ACK deadlines, the in-flight bound and the
 	// failed-attempt window.
@@ -77,6 +82,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.HelloTimeout <= 0 {
 		c.HelloTimeout = 5 * time.Second
+	}
+	if c.FirstByteTimeout <= 0 {
+		c.FirstByteTimeout = time.Second
 	}
 	if c.MaxHelloConns <= 0 {
 		c.MaxHelloConns = 512

@@ -87,25 +87,8 @@ func (b *Broker) serveConn(c acceptedConn, pressured bool) {
 		c.Close()
 		return
 	}
-	timeout := b.cfg.HelloTimeout
-	if pressured {
-		// One connection at a time comes this way (there is one reserve
-		// descriptor), so it takes no Hello slot.
-		timeout = min(timeout, pressureReadTimeout)
-	}
-	deadline := time.Now().Add(timeout)
-	if !pressured && !b.acquireHelloSlot(deadline) {
-		c.Close()
-		return
-	}
-	_ = c.SetReadDeadline(deadline)
-	cr := countingReader{r: c}
-	body, err := wire.ReadFrameBody(&cr, wire.MaxHelloBody)
-	if !pressured {
-		<-b.helloSlots
-	}
-	if err != nil {
-		b.refuseFirstFrame(c, err, cr.n, timeout, pressured)
+	body, ok := b.readFirstFrame(c, pressured)
+	if !ok {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
@@ -139,6 +122,61 @@ func (b *Broker) serveConn(c acceptedConn, pressured bool) {
 			map[string]string{"field": "payload_protocol"})
 	}
 }
+
+// readFirstFrame reads a connection's first frame, or answers (or closes)
+// the connection and reports false.
+//
+// Admission is fair to real clients: the frame's header is read without a
+// Hello slot, within FirstByteTimeout (a client writes its Hello right
+// after connecting, so it is there at once), and only then is a slot taken
+// for the body, which the whole Hello's deadline (HelloTimeout) bounds. So
+// connections that send nothing cost a goroutine and a descriptor for
+// FirstByteTimeout but never hold a slot a real client waits for. A slot
+// is held only while a body is read: peers that send a header and then
+// trickle can fill them all, and a Hello that finds no slot within
+// helloSlotWait is answered RATE_LIMITED (retry_after 1 s) instead of
+// being left to time out.
+func (b *Broker) readFirstFrame(c acceptedConn, pressured bool) ([]byte, bool) {
+	timeout := b.cfg.HelloTimeout
+	if pressured {
+		// One connection at a time comes this way (there is one reserve
+		// descriptor), so it takes no Hello slot.
+		timeout = min(timeout, pressureReadTimeout)
+	}
+	start := time.Now()
+	deadline := start.Add(timeout)
+	headerTimeout := min(timeout, b.cfg.FirstByteTimeout)
+	_ = c.SetReadDeadline(start.Add(headerTimeout))
+	cr := countingReader{r: c}
+	n, err := wire.ReadHeader(&cr, wire.MaxHelloBody)
+	if err != nil {
+		b.refuseFirstFrame(c, err, cr.n, headerTimeout, pressured)
+		return nil, false
+	}
+	if !pressured {
+		slotBy := time.Now().Add(helloSlotWait)
+		if deadline.Before(slotBy) {
+			slotBy = deadline
+		}
+		if !b.acquireHelloSlot(slotBy) {
+			b.refuse(c, nil, pb.ErrorCode_ERROR_RATE_LIMITED,
+				fmt.Sprintf("the broker is reading %d Hellos at once, its limit; retry shortly", cap(b.helloSlots)), time.Second, nil)
+			return nil, false
+		}
+		defer func() { <-b.helloSlots }()
+	}
+	_ = c.SetReadDeadline(deadline)
+	body, err := wire.ReadBody(&cr, n)
+	if err != nil {
+		b.refuseFirstFrame(c, err, cr.n, timeout, pressured)
+		return nil, false
+	}
+	return body, true
+}
+
+// helloSlotWait bounds how long a Hello whose header has arrived waits for
+// a slot to read its body in.
+const helloSlotWait = time.Second
 
 // fdPressureRetry is the retry_after of FD_PRESSURE: descriptors free up
 // as connections finish, which takes moments, not minutes.

@@ -130,21 +130,35 @@ func ParseHeader(h []byte, max int) (int, error) {
 // The length is checked against max (at most MaxBody) before the body is
 // allocated.
 func ReadFrameBody(r io.Reader, max int) ([]byte, error) {
-	max = effectiveMax(max)
-	var h [HeaderLen]byte
-	if n, err := io.ReadFull(r, h[:]); err != nil {
-		if n == 0 && errors.Is(err, io.EOF) {
-			return nil, io.EOF
-		}
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, &TruncatedError{Part: "header", Want: HeaderLen, Got: n}
-		}
-		return nil, err
-	}
-	n, err := ParseHeader(h[:], max)
+	n, err := ReadHeader(r, max)
 	if err != nil {
 		return nil, err
 	}
+	return ReadBody(r, n)
+}
+
+// ReadHeader reads exactly one frame header from r and returns the body
+// length, checked against max as ParseHeader does. A clean end of stream
+// before the first byte is io.EOF, one within the header a
+// *TruncatedError. With ReadBody it is ReadFrameBody in two steps, for a
+// reader that waits differently for the header than for the body.
+func ReadHeader(r io.Reader, max int) (int, error) {
+	var h [HeaderLen]byte
+	if n, err := io.ReadFull(r, h[:]); err != nil {
+		if n == 0 && errors.Is(err, io.EOF) {
+			return 0, io.EOF
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return 0, &TruncatedError{Part: "header", Want: HeaderLen, Got: n}
+		}
+		return 0, err
+	}
+	return ParseHeader(h[:], max)
+}
+
+// ReadBody reads exactly n body bytes (a length ReadHeader returned) from
+// r. An end of stream within them is a *TruncatedError.
+func ReadBody(r io.Reader, n int) ([]byte, error) {
 	body := make([]byte, n)
 	if got, err := io.ReadFull(r, body); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
