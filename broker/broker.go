@@ -129,6 +129,7 @@ type Broker struct {
 	work     chan acceptedConn
 	idleStop chan struct{}
 
+	hangups   hangupWatch   // parked Hellos' sockets; nil where the platform has none
 	listening chan struct{} // closed once the socket is bound
 	inflight  flightGroup   // handoffs between Negotiated and their outcome
 	reserve   fdReserve     // see acceptLoop (Unix)
@@ -234,6 +235,13 @@ func (b *Broker) Serve(ctx context.Context) error {
 		b.log.Warn("services directory does not exist; every Hello is SERVICE_UNKNOWN until it holds <name>.toml definitions",
 			"services", b.cfg.ServicesDir)
 	}
+	if w, err := newHangupWatch(); err == nil {
+		b.hangups = w
+		b.conns.Add(1)
+		go func() { defer b.conns.Done(); w.run() }()
+	} else if !errors.Is(err, errNoHangupWatch) {
+		b.log.Warn("parked Hellos are not watched for clients that leave", "err", err)
+	}
 	b.sup.loadState()
 	janitorDone := make(chan struct{})
 	jctx, stopJanitor := context.WithCancel(context.Background())
@@ -257,7 +265,10 @@ func (b *Broker) Serve(ctx context.Context) error {
 	b.inflight.wait(b.cfg.ShutdownGrace)
 	stopJanitor()
 	<-janitorDone
-	b.sup.shutdown()
+	b.sup.shutdown() // answers every parked Hello
+	if b.hangups != nil {
+		b.hangups.close()
+	}
 	waitTimeout(&b.conns, b.cfg.ShutdownGrace)
 	b.reserve.close() // after the pressured connections, which take it back
 	if b.cfg.StopBackendsOnExit {

@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -308,42 +307,11 @@ func (b *Broker) awaitBackend(c acceptedConn, f *pb.Frame, h *pb.Hello, def *ser
 		b.route(c, f, h, def, p)
 	}
 	deadline, hasDeadline := wire.FrameDeadline(f)
-	if !hasDeadline {
-		p.whenReady(serve)
-		return
-	}
-	b.whenReadyBy(p, deadline, serve, func() {
+	b.park(p, c, deadline, hasDeadline, serve, func() {
 		b.refuseFor(c, f, def.Name, pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED,
 			fmt.Sprintf("%s@%s was not ready by the Hello's deadline (deadline_unix_ms %d); it is still starting, so retry",
 				p.service, p.version, f.GetDeadlineUnixMs()),
 			time.Second, map[string]string{"deadline_unix_ms": strconv.FormatUint(f.GetDeadlineUnixMs(), 10)})
-	})
-}
-
-// whenReadyBy runs serve once p is ready (or failed to start), like
-// p.whenReady, unless deadline passes first: then expire runs instead and
-// serve never does. The start itself goes on for other clients.
-func (b *Broker) whenReadyBy(p *proc, deadline time.Time, serve, expire func()) {
-	if isClosed(p.ready) {
-		serve() // the common case: a live backend, no timer needed
-		return
-	}
-	var claimed atomic.Bool
-	// Counted with the connections, so Serve waits for whichever of the
-	// two runs (this worker is counted, so the count is above zero).
-	b.conns.Add(1)
-	t := time.AfterFunc(time.Until(deadline), func() {
-		if claimed.CompareAndSwap(false, true) {
-			defer b.conns.Done()
-			expire()
-		}
-	})
-	p.whenReady(func() {
-		if claimed.CompareAndSwap(false, true) {
-			t.Stop()
-			defer b.conns.Done()
-			serve()
-		}
 	})
 }
 

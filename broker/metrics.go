@@ -27,6 +27,8 @@ type metrics struct {
 	registrations *prometheus.CounterVec
 	peerRejected  prometheus.Counter
 	fdPressure    prometheus.Counter
+	parked        prometheus.Gauge
+	parkedLeft    prometheus.Counter
 
 	// Totals for `portier status`.
 	handoffTotal  atomic.Uint64
@@ -56,8 +58,15 @@ func newMetrics(b *Broker) *metrics {
 		fdPressure: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "portier_accept_fd_pressure_total", Help: "Accepts that failed for lack of file descriptors.",
 		}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portier_parked_hellos", Help: "Hellos waiting for their backend to start (or re-register).",
+		}),
+		parkedLeft: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portier_parked_hellos_abandoned_total",
+			Help: "Parked Hellos whose client closed its connection before the backend was ready; their sockets were released at once.",
+		}),
 	}
-	m.reg.MustRegister(m.hellos, m.handoffs, m.spawns, m.registrations, m.peerRejected, m.fdPressure,
+	m.reg.MustRegister(m.hellos, m.handoffs, m.spawns, m.registrations, m.peerRejected, m.fdPressure, m.parked, m.parkedLeft,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portier_handoffs_in_flight", Help: "Handoffs awaiting their outcome."},
 			func() float64 { return float64(b.orch.Stats().InFlight) }),
 		backendCollector{b},
