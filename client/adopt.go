@@ -186,7 +186,33 @@ func (d *dialer) rehello(replay []byte) (*Conn, error) {
 			return nil, err
 		}
 	}
-	return nd.dial()
+	for waits := 0; ; waits++ {
+		c, err := nd.dial()
+		// A broker that is stopping (a restart) answers SHUTTING_DOWN,
+		// asking to retry after a moment to reach its successor. The
+		// reconnect route promises the client a backend, so it does as
+		// asked, while its budget allows; a first Hello so refused is
+		// the caller's to retry.
+		var re *RefusedError
+		if err == nil || waits >= maxSuccessorWaits || !errors.As(err, &re) ||
+			re.Code != wire.CodeShuttingDown || re.RetryAfter <= 0 || !nd.hasTime(re.RetryAfter) {
+			return c, err
+		}
+		if err := nd.sleep(re.RetryAfter); err != nil {
+			return nil, err
+		}
+		nd.frameID = frameIDs.Add(1)
+	}
+}
+
+// maxSuccessorWaits bounds how often a fresh Hello after a dead
+// backend_pipe waits for a stopping broker's successor.
+const maxSuccessorWaits = 2
+
+// hasTime reports whether ctx leaves more than t.
+func (d *dialer) hasTime(t time.Duration) bool {
+	dl, ok := d.ctx.Deadline()
+	return !ok || time.Until(dl) > t
 }
 
 // lastChance looks once more, without waiting, for a ready event that

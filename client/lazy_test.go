@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -323,6 +324,58 @@ func TestLastChanceOnFirstUse(t *testing.T) {
 	_ = c.CloseWrite()
 	e.fb.recvAdopted(t)
 	e.rec.assertUntouched(t)
+}
+
+// TestRehelloWaitsForSuccessor: when the fresh Hello after a dead
+// backend_pipe meets a broker that is stopping (SHUTTING_DOWN, retry after
+// a moment), the client waits as asked and asks again, and is served by
+// the backend the next broker names: the reconnect route still works.
+func TestRehelloWaitsForSuccessor(t *testing.T) {
+	for _, awaitReady := range []bool{true, false} {
+		t.Run(map[bool]string{true: "in Dial", false: "on first use"}[awaitReady], func(t *testing.T) {
+			dead := filepath.Join(shortDir(t), "dead.sock")
+			const retry = 50 * time.Millisecond
+			var refused atomic.Int64 // unix nanoseconds of the SHUTTING_DOWN answer
+			var e *testEnv
+			e = newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, h *pb.Hello) {
+				switch fb.hellos.Load() {
+				case 1:
+					write(c, handoffReply(fb.t, hf, dead))
+				case 2:
+					refused.Store(time.Now().UnixNano())
+					r := wire.NewRefused(pb.ErrorCode_ERROR_SHUTTING_DOWN, "stopping", retry, nil)
+					write(c, replyBytes(fb.t, hf, &pb.HelloReply{Result: &pb.HelloReply_Refused{Refused: r}}))
+				default:
+					if waited := time.Since(time.Unix(0, refused.Load())); waited < retry {
+						fb.t.Errorf("asked again %s after SHUTTING_DOWN, want at least its retry_after %s", waited, retry)
+					}
+					write(c, replyBytes(fb.t, hf, negotiated(e.rec.path, nil, 0)))
+				}
+			})
+			opts := []Option{Socket(e.fb.sock), EarlyData([]byte("REQ1"))}
+			if awaitReady {
+				opts = append(opts, AwaitReady())
+			}
+			c, err := Dial(t.Context(), "echo", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := readString(t, c, 2); got != "B>" {
+				t.Fatalf("read %q, want the live backend's B>", got)
+			}
+			if c.Route() != Reconnect || c.BackendPipe() != e.rec.path {
+				t.Fatalf("route %v via %q", c.Route(), c.BackendPipe())
+			}
+			_ = c.CloseWrite()
+			if rec := e.rec.next(t); rec.data != "REQ1" {
+				t.Fatalf("backend got %q, want the early data once", rec.data)
+			}
+			if n := e.fb.hellos.Load(); n != 3 {
+				t.Fatalf("%d Hellos, want 3", n)
+			}
+		})
+	}
 }
 
 // TestFallbackFailureErrors: when neither the handoff, nor backend_pipe,
