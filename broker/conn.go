@@ -280,16 +280,16 @@ func (b *Broker) serveHello(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 	b.awaitBackend(c, f, h, def, 0)
 }
 
-// maxReacquire bounds how often one Hello asks for a fresh backend after
+// maxReacquire bounds how often one Hello asks again for a backend after
 // the one it waited for went away (errBackendGone) or died.
-const maxReacquire = 3
+const maxReacquire = 2
 
 // awaitBackend gets def's backend (starting it if needed, single-flight)
 // and routes the Hello once it is ready, or answers it at the Hello's
 // deadline. A backend that went away before it could serve this Hello (a
 // re-adopted backend that exited or never re-registered, or one that died
 // after it registered) is replaced: the Hello asks again, which starts a
-// new backend, up to maxReacquire times. tries counts the asks so far.
+// new backend, up to maxReacquire times. tries counts those asks so far.
 func (b *Broker) awaitBackend(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef.Definition, tries int) {
 	p, err := b.sup.acquire(def, f.GetTraceparent())
 	if err != nil {
@@ -300,7 +300,7 @@ func (b *Broker) awaitBackend(c acceptedConn, f *pb.Frame, h *pb.Hello, def *ser
 		// A failed start (readyErr a spawn refusal) is this Hello's
 		// answer; asking again would only spend the start budget.
 		gone := p.readyErr == errBackendGone || (p.readyErr == nil && p.gone.Load())
-		if gone && tries+1 < maxReacquire {
+		if gone && tries < maxReacquire {
 			b.awaitBackend(c, f, h, def, tries+1)
 			return
 		}

@@ -522,10 +522,11 @@ const deadBackendGrace = time.Second
 // awaitDeath holds back the release of ctrl's pending handoffs until p, a
 // backend that dropped its control connection without unregistering (it
 // most likely died holding an offer), is known to have exited (reaped, or
-// seen by its exit watch), at most deadBackendGrace. A client sees EOF only once the broker closes its
-// copy of the socket, so its reconnect then finds the endpoint gone (the
-// listener of a dying process can still take a connection it then resets),
-// and the Hello it retries finds p gone and starts a new backend.
+// seen by its exit watch), at most deadBackendGrace. A client sees EOF
+// only once the broker closes its copy of the socket, so its reconnect
+// then finds the endpoint gone (the listener of a dying process can still
+// take a connection it then resets), and the Hello it retries finds p gone
+// and starts a new backend.
 func (s *supervisor) awaitDeath(p *proc, ctrl *controlConn) {
 	ctrl.mu.Lock()
 	pending := len(ctrl.pending)
