@@ -64,11 +64,11 @@ func runLinger(ctx context.Context) int {
 	return 0
 }
 
-// TestBackendDroppingControlIsRetiredAtOnce: a backend whose control
+// TestBackendDroppingControlIsUnroutedAtOnce: a backend whose control
 // connection drops without an Unregister is dying; the next Hello starts a
 // new backend instead of sending the client to its endpoint, though its
 // process has not exited yet.
-func TestBackendDroppingControlIsRetiredAtOnce(t *testing.T) {
+func TestBackendDroppingControlIsUnroutedAtOnce(t *testing.T) {
 	h := newHarness(t, nil)
 	h.define("linger", "1.0.0", "linger", "")
 	h.warm("linger")
