@@ -325,7 +325,7 @@ func (a *Attempt) failBeforeOffer(t Transport, st Stage, r Reason, detail string
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.completeLocked(a, out, true)
-	return out
+	return a.outcome
 }
 
 // failAfterOffer is failAfterOfferLocked for Start's goroutine, before

@@ -448,6 +448,11 @@ func runMatrixCase(t *testing.T, pf platform, c matrixCase) {
 		Leaked: (wantReclaim && pf.reclaimErr != nil) ||
 			(handle && c.reached && c.stage != StageAcknowledge),
 	}
+	if c.transfers > 0 {
+		// The value Transfer placed in the backend, for the log line of
+		// a leak.
+		want.HandleValue = pf.handle
+	}
 	got := out
 	got.Detail = ""
 	if got != want {
@@ -528,10 +533,10 @@ func TestStartAckLater(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := r.once(t) // on this goroutine, before Ack returned
-			want := Outcome{Completed: true, Stage: StageAcknowledge, Reached: true}
+			want := Outcome{Completed: true, Stage: StageAcknowledge, Reached: true, HandleValue: 32}
 			if !accepted {
 				// The backend closed the handle it rejected: not leaked.
-				want = Outcome{Stage: StageAcknowledge, Reason: ReasonBackendRejected, Reached: true, Detail: "no"}
+				want = Outcome{Stage: StageAcknowledge, Reason: ReasonBackendRejected, Reached: true, HandleValue: 32, Detail: "no"}
 			}
 			if out != want {
 				t.Fatalf("outcome %+v, want %+v", out, want)
@@ -570,7 +575,7 @@ func TestStartExpiresLeaksHandle(t *testing.T) {
 				synctest.Wait()
 				out := r.once(t)
 				want := Outcome{Stage: StageAwaitAck, Reason: ReasonAckTimeout, Reached: true, Leaked: handle != 0,
-					Detail: "handoff: no ACK before the deadline"}
+					HandleValue: handle, Detail: "handoff: no ACK before the deadline"}
 				if out != want {
 					t.Fatalf("outcome %+v\n   want %+v", out, want)
 				}
@@ -693,7 +698,7 @@ func TestAbandonAwaitingLeaksHandle(t *testing.T) {
 				t.Fatalf("finish got %+v, Abandon returned %+v", got, out)
 			}
 			want := Outcome{Stage: StageAwaitAck, Reason: ReasonTransferFailed, Reached: true, Leaked: handle != 0,
-				Detail: "backend control connection closed"}
+				HandleValue: handle, Detail: "backend control connection closed"}
 			if out != want {
 				t.Fatalf("outcome %+v\n   want %+v", out, want)
 			}
@@ -727,7 +732,7 @@ func TestAbandonBeforeDeliverReclaims(t *testing.T) {
 		}
 	}
 	out := run(t.Context(), a, tr)
-	want := Outcome{Stage: StageDeliver, Reason: ReasonTransferFailed, Reclaimed: true, Detail: "control connection closed"}
+	want := Outcome{Stage: StageDeliver, Reason: ReasonTransferFailed, Reclaimed: true, HandleValue: 0x1a4, Detail: "control connection closed"}
 	if out != want || tr.delivers.Load() != 0 || tr.reclaims.Load() != 1 {
 		t.Fatalf("outcome %+v (delivers %d, reclaims %d)\n   want %+v", out, tr.delivers.Load(), tr.reclaims.Load(), want)
 	}

@@ -180,6 +180,10 @@ func (o *Orchestrator) detachLocked(a *Attempt) {
 // the backend's fault), and hands back the finish callback of a started
 // attempt, for the caller to run once mu is released.
 func (o *Orchestrator) completeLocked(a *Attempt, out Outcome, countFailure bool) (finish func(Outcome)) {
+	// Transfer, the only writer of HandleValue, has returned by now: a is
+	// completed either on Start's goroutine or once Start moved it on
+	// under o.mu (or before Start ever ran).
+	out.HandleValue = a.offer.HandleValue
 	a.outcome = out
 	a.state = stateDone
 	finish, a.finish = a.finish, nil
@@ -265,7 +269,7 @@ func (o *Orchestrator) ackLocked(connID uint64, presented Token, accepted bool, 
 	}
 	o.detachLocked(a)
 	finish := o.completeLocked(a, out, true)
-	return finish, out, err
+	return finish, a.outcome, err
 }
 
 // maxDetail bounds peer-supplied detail text kept in an Outcome.

@@ -152,6 +152,10 @@ type Outcome struct {
 	// Reclaimed is true when a handle duplicated into the backend was taken
 	// back with Transport.Reclaim.
 	Reclaimed bool
+	// HandleValue is the handle value Transfer placed in the backend
+	// (Offer.HandleValue), 0 when none was (always on Unix). It names the
+	// handle a Leaked outcome left there, for the log.
+	HandleValue uint64
 	// Detail is a human-readable explanation (a transport error's text, a
 	// backend's rejection detail, truncated). It never contains a token.
 	Detail string
@@ -169,6 +173,7 @@ func (o Outcome) LogValue() slog.Value {
 		slog.Bool("reached", o.Reached),
 		slog.Bool("leaked", o.Leaked),
 		slog.Bool("reclaimed", o.Reclaimed),
+		slog.Uint64("handle_value", o.HandleValue),
 		slog.String("detail", o.Detail),
 	)
 }
