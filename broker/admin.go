@@ -150,6 +150,7 @@ func (b *Broker) logFile(name, version string) (*pb.LogFile, error) {
 
 func (b *Broker) status() *pb.Status {
 	now := time.Now()
+	hs := b.orch.Stats()
 	st := &pb.Status{
 		BrokerPid:   uint32(os.Getpid()),
 		UptimeMs:    uint64(now.Sub(b.started).Milliseconds()),
@@ -160,6 +161,9 @@ func (b *Broker) status() *pb.Status {
 		ServicesDir: b.cfg.ServicesDir,
 		StateDir:    b.cfg.StateDir,
 		Failures:    b.sup.failureStatus(now),
+
+		HandlesLeaked:    hs.Leaked,
+		HandlesReclaimed: hs.Reclaimed,
 	}
 	for _, p := range b.sup.snapshot() {
 		st.Backends = append(st.Backends, p.status(now))

@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -374,10 +376,26 @@ func (b *Broker) route(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef
 		if out.Completed {
 			b.log.Debug("hello routed", "conn", connID, "service", def.Name, "route", "handoff")
 		} else {
-			b.log.Debug("hello routed", "conn", connID, "service", def.Name, "route", "handoff_fallback",
-				"stage", out.Stage.String(), "reason", out.Reason.String(), "detail", out.Detail)
+			b.logFallback(connID, def.Name, out)
 		}
 	})
+}
+
+// logFallback logs a handoff that fell back. A handle the transport placed
+// in the backend (Windows) is named by its value, with what became of it;
+// one that leaked is a warning, since it stays open in the backend until
+// that exits.
+func (b *Broker) logFallback(connID uint64, service string, out handoff.Outcome) {
+	attrs := []any{"conn", connID, "service", service, "route", "handoff_fallback",
+		"stage", out.Stage.String(), "reason", out.Reason.String(), "detail", out.Detail}
+	level := slog.LevelDebug
+	if out.HandleValue != 0 {
+		attrs = append(attrs, "handle_value", fmt.Sprintf("%#x", out.HandleValue), "leaked", out.Leaked, "reclaimed", out.Reclaimed)
+		if out.Leaked {
+			level = slog.LevelWarn
+		}
+	}
+	b.log.Log(context.Background(), level, "hello routed", attrs...)
 }
 
 // refuseLookup answers a Hello whose service definition could not be had.

@@ -69,6 +69,13 @@ func newMetrics(b *Broker) *metrics {
 	m.reg.MustRegister(m.hellos, m.handoffs, m.spawns, m.registrations, m.peerRejected, m.fdPressure, m.parked, m.parkedLeft,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "portier_handoffs_in_flight", Help: "Handoffs awaiting their outcome."},
 			func() float64 { return float64(b.orch.Stats().InFlight) }),
+		// The orchestrator counts these; the metrics read its counters.
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "portier_handoff_handles_leaked_total",
+			Help: "Handles duplicated into a backend (Windows) that it neither adopted nor rejected and that could not be taken back; each stays open in the backend until it exits. Always 0 on Unix."},
+			func() float64 { return float64(b.orch.Stats().Leaked) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "portier_handoff_handles_reclaimed_total",
+			Help: "Handles duplicated into a backend (Windows) whose offer provably never reached it, closed again by the broker. Always 0 on Unix."},
+			func() float64 { return float64(b.orch.Stats().Reclaimed) }),
 		backendCollector{b},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

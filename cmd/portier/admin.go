@@ -86,6 +86,9 @@ type statusJSON struct {
 	Fallbacks   uint64        `json:"fallbacks"`
 	Backends    []backendJSON `json:"backends"`
 	Failures    []failureJSON `json:"failures"`
+	// Handles a Windows broker left in backends, or took back.
+	HandlesLeaked    uint64 `json:"handles_leaked"`
+	HandlesReclaimed uint64 `json:"handles_reclaimed"`
 }
 
 type backendJSON struct {
@@ -148,6 +151,7 @@ func statusToJSON(socket string, st *pb.Status, err error) statusJSON {
 	}
 	out.ServicesDir, out.StateDir = st.GetServicesDir(), st.GetStateDir()
 	out.Connections, out.Handoffs, out.Fallbacks = st.GetConnections(), st.GetHandoffs(), st.GetFallbacks()
+	out.HandlesLeaked, out.HandlesReclaimed = st.GetHandlesLeaked(), st.GetHandlesReclaimed()
 	for _, b := range st.GetBackends() {
 		out.Backends = append(out.Backends, toBackendJSON(b))
 	}
@@ -198,7 +202,12 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	if st.GetServicesDir() != "" {
 		fmt.Fprintf(stdout, "services %s, state %s\n", st.GetServicesDir(), st.GetStateDir())
 	}
-	fmt.Fprintf(stdout, "connections %d: %d handed off, %d handoff fallbacks\n\n", st.GetConnections(), st.GetHandoffs(), st.GetFallbacks())
+	fmt.Fprintf(stdout, "connections %d: %d handed off, %d handoff fallbacks\n", st.GetConnections(), st.GetHandoffs(), st.GetFallbacks())
+	if st.GetHandlesLeaked() != 0 || st.GetHandlesReclaimed() != 0 {
+		// Only a Windows broker duplicates handles into backends.
+		fmt.Fprintf(stdout, "handles: %d left open in backends (leaked), %d taken back\n", st.GetHandlesLeaked(), st.GetHandlesReclaimed())
+	}
+	fmt.Fprintln(stdout)
 	if len(st.GetBackends()) == 0 {
 		fmt.Fprintln(stdout, "no backends running")
 	} else {

@@ -254,7 +254,7 @@ func TestFailingServiceDiagnosis(t *testing.T) {
 	checkShape(t, "status", out, []string{"backends", "broker_pid", "connections", "error",
 		"failures", "failures[].code", "failures[].error", "failures[].failures", "failures[].log", "failures[].retry_after_ms",
 		"failures[].service", "failures[].since_ms", "failures[].state", "failures[].version",
-		"fallbacks", "handoffs", "running", "services_dir", "socket", "state_dir", "uptime_ms"})
+		"fallbacks", "handles_leaked", "handles_reclaimed", "handoffs", "running", "services_dir", "socket", "state_dir", "uptime_ms"})
 	st := statusOf(t, tb.sock)
 	if len(st.Failures) != 1 || st.Failures[0].Service != "broken" || st.Failures[0].State != "failing" ||
 		st.Failures[0].Code != "ERROR_BACKEND_SPAWN_FAILED" || !strings.HasSuffix(st.Failures[0].Log, "broken-2.0.0.log") {

@@ -110,7 +110,7 @@ func TestJSONShapes(t *testing.T) {
 	}
 	checkShape(t, "status", out, []string{"backends", "backends[].endpoint", "backends[].handoff_capable", "backends[].live_connections",
 		"backends[].pid", "backends[].routed_connections", "backends[].service", "backends[].state", "backends[].uptime_ms", "backends[].version",
-		"broker_pid", "connections", "error", "failures", "fallbacks", "handoffs", "running", "services_dir", "socket", "state_dir", "uptime_ms"})
+		"broker_pid", "connections", "error", "failures", "fallbacks", "handles_leaked", "handles_reclaimed", "handoffs", "running", "services_dir", "socket", "state_dir", "uptime_ms"})
 	var st statusJSON
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatal(err)

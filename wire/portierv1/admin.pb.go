@@ -667,9 +667,16 @@ type Status struct {
 	StateDir string `protobuf:"bytes,9,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
 	// Services whose last start failed, and those not started again yet
 	// because they failed too often (rate limited).
-	Failures      []*ServiceFailure `protobuf:"bytes,10,rep,name=failures,proto3" json:"failures,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Failures []*ServiceFailure `protobuf:"bytes,10,rep,name=failures,proto3" json:"failures,omitempty"`
+	// Handles duplicated into a backend (Windows) that it neither adopted
+	// nor rejected and that could not be taken back: they stay open in the
+	// backend until it exits. Always 0 on Unix.
+	HandlesLeaked uint64 `protobuf:"varint,11,opt,name=handles_leaked,json=handlesLeaked,proto3" json:"handles_leaked,omitempty"`
+	// Handles duplicated into a backend (Windows) whose offer provably never
+	// reached it, closed again by the broker. Always 0 on Unix.
+	HandlesReclaimed uint64 `protobuf:"varint,12,opt,name=handles_reclaimed,json=handlesReclaimed,proto3" json:"handles_reclaimed,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Status) Reset() {
@@ -770,6 +777,20 @@ func (x *Status) GetFailures() []*ServiceFailure {
 		return x.Failures
 	}
 	return nil
+}
+
+func (x *Status) GetHandlesLeaked() uint64 {
+	if x != nil {
+		return x.HandlesLeaked
+	}
+	return 0
+}
+
+func (x *Status) GetHandlesReclaimed() uint64 {
+	if x != nil {
+		return x.HandlesReclaimed
+	}
+	return 0
 }
 
 // ServiceFailure is a service version whose last start failed. It is
@@ -1053,7 +1074,7 @@ const file_portier_v1_admin_proto_rawDesc = "" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
 	"\x04path\x18\x03 \x01(\tR\x04path\x12\x10\n" +
-	"\x03pid\x18\x04 \x01(\rR\x03pid\"\xe7\x02\n" +
+	"\x03pid\x18\x04 \x01(\rR\x03pid\"\xbb\x03\n" +
 	"\x06Status\x12\x1d\n" +
 	"\n" +
 	"broker_pid\x18\x01 \x01(\rR\tbrokerPid\x12\x1b\n" +
@@ -1066,7 +1087,9 @@ const file_portier_v1_admin_proto_rawDesc = "" +
 	"\fservices_dir\x18\b \x01(\tR\vservicesDir\x12\x1b\n" +
 	"\tstate_dir\x18\t \x01(\tR\bstateDir\x126\n" +
 	"\bfailures\x18\n" +
-	" \x03(\v2\x1a.portier.v1.ServiceFailureR\bfailures\"\x9c\x02\n" +
+	" \x03(\v2\x1a.portier.v1.ServiceFailureR\bfailures\x12%\n" +
+	"\x0ehandles_leaked\x18\v \x01(\x04R\rhandlesLeaked\x12+\n" +
+	"\x11handles_reclaimed\x18\f \x01(\x04R\x10handlesReclaimed\"\x9c\x02\n" +
 	"\x0eServiceFailure\x12!\n" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
