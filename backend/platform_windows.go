@@ -10,17 +10,19 @@ import (
 	"github.com/portier/portier/wire"
 )
 
-// Handed-off named-pipe handles are not adopted on Windows yet: the backend
-// registers without the capability and every client takes the reconnect
-// route to the backend's own pipe.
-const handoffSupported = false
+// Handed-off named-pipe handles are adopted (offer_windows.go).
+const handoffSupported = true
 
+// listenEndpoint listens on the backend's own pipe, the reconnect route.
+// Its connections stay in this process, so go-winio's listener (which binds
+// each instance to this process's completion port) is the right one.
 func listenEndpoint(name string) (net.Listener, error) { return ipc.ListenPipe(name) }
 
 func dialBroker(ctx context.Context, name string) (net.Conn, error) { return ipc.DialPipe(ctx, name) }
 
-// serveControl reads control frames; offers are rejected (pipeArrival)
-// because this platform does not adopt handles yet.
+// serveControl reads control frames. An offer's connection travels as a
+// handle value inside the offer; the handle is already in this process
+// when the frame arrives.
 func (l *Listener) serveControl(c *control) error {
 	for {
 		f, err := wire.ReadFrame(c.conn, wire.MaxBody)
@@ -29,7 +31,11 @@ func (l *Listener) serveControl(c *control) error {
 		}
 		switch f.GetPayloadProtocol() {
 		case wire.ProtocolHandoff:
-			l.handleOffer(c, f, pipeArrival{})
+			var in pipeArrival
+			if o, err := wire.DecodeHandoffOffer(f.GetPayload()); err == nil {
+				in = arrivalOf(o.GetHandleValue())
+			}
+			l.handleOffer(c, f, in)
 		case wire.ProtocolBackendControl:
 			l.handleControl(f)
 		}

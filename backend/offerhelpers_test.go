@@ -1,0 +1,130 @@
+package backend
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
+)
+
+// Helpers of the offer tests on every platform: the client's side of a
+// handed-off connection, offers and tokens, and bounded waits.
+
+// waitTimeout bounds every wait of a test on the backend; it is a hang
+// detector, never a measure of speed.
+const waitTimeout = 10 * time.Second
+
+// logBuffer collects a listener's logs, which may be written from its
+// goroutines after the test returned.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// checkNoSecrets fails the test if the logs contain any of the secrets, in
+// hex or raw.
+func (b *logBuffer) checkNoSecrets(t *testing.T, secrets ...[]byte) {
+	t.Helper()
+	logs := b.String()
+	for _, s := range secrets {
+		if strings.Contains(logs, hex.EncodeToString(s)) || strings.Contains(logs, string(s)) {
+			t.Errorf("a secret or token appears in the logs:\n%s", logs)
+		}
+	}
+}
+
+// handoffOffer builds an offer frame for the echo service.
+func handoffOffer(t *testing.T, connID uint64, token []byte) *pb.Frame {
+	t.Helper()
+	f, err := wire.NewRequest(wire.ProtocolHandoff, connID, &pb.HandoffOffer{Token: token, ServiceName: "echo", CorrelationId: connID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func newToken() []byte {
+	tok := make([]byte, wire.TokenLen)
+	_, _ = rand.Read(tok)
+	return tok
+}
+
+// readReady reads the handoff-ready event on a client connection and checks
+// it against the offer.
+func readReady(t *testing.T, c net.Conn, connID uint64, token []byte) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+	f, err := wire.ReadFrame(c, wire.MaxBody)
+	if err != nil {
+		t.Fatalf("client: read ready event: %v", err)
+	}
+	if f.GetKind() != pb.FrameKind_FRAME_KIND_EVENT || f.GetPayloadProtocol() != wire.ProtocolHandoff || f.GetRequestId() != connID {
+		t.Fatalf("client: ready event is %s protocol 0x%04x request %d, want EVENT 0x%04x request %d",
+			f.GetKind(), f.GetPayloadProtocol(), f.GetRequestId(), wire.ProtocolHandoff, connID)
+	}
+	a, err := wire.DecodeHandoffAck(f.GetPayload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !a.GetAccepted() || string(a.GetToken()) != string(token) || a.GetCorrelationId() != connID {
+		t.Fatalf("client: ready event %v does not match the offer (connection %d)", a, connID)
+	}
+}
+
+// expectClosed checks that the peer of c closed it without writing a byte.
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(waitTimeout))
+	var b [64]byte
+	n, err := c.Read(b[:])
+	if n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("client: want EOF and no bytes, got %q, %v", b[:n], err)
+	}
+}
+
+// accept calls l.Accept, bounded by waitTimeout.
+func accept(t *testing.T, l net.Listener) net.Conn {
+	t.Helper()
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := l.Accept()
+		ch <- result{c, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("Accept: %v", r.err)
+		}
+		t.Cleanup(func() { r.c.Close() })
+		return r.c
+	case <-time.After(waitTimeout):
+		l.Close() // ends the Accept above
+		t.Fatal("Accept did not return")
+		return nil
+	}
+}
