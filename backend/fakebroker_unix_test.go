@@ -320,3 +320,13 @@ func listenUnder(t *testing.T, fb *fakeBroker, opts ...Option) (*Listener, *ctrl
 	t.Cleanup(func() { l.Close() })
 	return l, p
 }
+
+// handoffOffer builds an offer frame for the echo service.
+func handoffOffer(t *testing.T, connID uint64, token []byte) *pb.Frame {
+	t.Helper()
+	f, err := wire.NewRequest(wire.ProtocolHandoff, connID, &pb.HandoffOffer{Token: token, ServiceName: "echo", CorrelationId: connID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}

@@ -54,16 +54,6 @@ func (b *logBuffer) checkNoSecrets(t *testing.T, secrets ...[]byte) {
 	}
 }
 
-// handoffOffer builds an offer frame for the echo service.
-func handoffOffer(t *testing.T, connID uint64, token []byte) *pb.Frame {
-	t.Helper()
-	f, err := wire.NewRequest(wire.ProtocolHandoff, connID, &pb.HandoffOffer{Token: token, ServiceName: "echo", CorrelationId: connID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
-
 func newToken() []byte {
 	tok := make([]byte, wire.TokenLen)
 	_, _ = rand.Read(tok)
