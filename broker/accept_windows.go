@@ -4,32 +4,52 @@ package broker
 
 import (
 	"errors"
-	"fmt"
 	"net"
+
+	"github.com/portier/portier/internal/ipc"
 )
 
-// errWindowsUnsupported: what this build of the broker does not do on
-// Windows yet.
-var errWindowsUnsupported = fmt.Errorf("broker: %w on windows yet", errors.ErrUnsupported)
+// acceptedConn is a connection the broker accepted: the server end of one
+// instance of the broker's named pipe. Its handle is bound to no I/O
+// completion port (ipc.PipeConn does event-based overlapped I/O), so a
+// backend can adopt a duplicate of it on its own port.
+type acceptedConn = *ipc.PipeConn
 
-// acceptedConn is a connection the broker accepted.
-type acceptedConn = net.Conn
+// errNoHandover: Config.Listener is a Unix socket handed over by a
+// service manager; Windows has no such thing.
+var errNoHandover = errors.New("Config.Listener (a socket handed over by socket activation) is for Unix; on Windows the broker creates its named pipe itself")
 
-// pipeListener is the broker's named-pipe listener.
-type pipeListener struct{}
-
-func (*pipeListener) Close() error { return nil }
-
-// listen would create the broker's named pipe.
-func (b *Broker) listen() (*pipeListener, error) {
-	return nil, fmt.Errorf("serve %s: %w", b.cfg.Socket, errWindowsUnsupported)
+// listen creates the broker's named pipe as its one server: a named mutex
+// derived from the pipe name plus a probe (see ipc.ListenSingleton).
+func (b *Broker) listen() (*ipc.Listener, error) {
+	if b.cfg.Listener != nil {
+		b.cfg.Listener.Close() // Serve owns it, as documented
+		return nil, errNoHandover
+	}
+	return ipc.ListenSingleton(b.cfg.Socket)
 }
 
-// fdReserve is the Unix accept loop's reserve descriptor; Windows has no
-// per-process descriptor limit for accept to run into.
+// fdReserve is the Unix accept loop's reserve descriptor. Windows has no
+// per-process descriptor limit for accept to run into: the listener creates
+// pipe instances ahead of clients and retries one it could not create.
 type fdReserve struct{}
 
 func (*fdReserve) close() {}
 
-// acceptLoop accepts until the listener closes.
-func (b *Broker) acceptLoop(*pipeListener) {}
+// acceptLoop accepts until the listener closes. An error other than the
+// listener's closing is transient (an instance could not be created; the
+// listener tries again after a pause of its own), so it is logged and the
+// loop goes on.
+func (b *Broker) acceptLoop(ln *ipc.Listener) {
+	for {
+		c, err := ln.AcceptPipe()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			b.log.Warn("accept failed", "err", err)
+			continue
+		}
+		b.dispatch(c)
+	}
+}
