@@ -17,6 +17,6 @@ func checkCLILeaks(t *testing.T) {
 		if kids := cliChildren(t); len(kids) > 0 {
 			t.Errorf("child processes left behind: %v", kids)
 		}
-		goleak.VerifyNone(t)
+		goleak.VerifyNone(t, leakOptions...)
 	})
 }

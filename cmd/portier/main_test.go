@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 		// tests start dozens of them.
 		os.Setenv("GORACE", "atexit_sleep_ms=0")
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, leakOptions...)
 }
 
 func TestRunDispatch(t *testing.T) {
@@ -69,8 +69,7 @@ func TestUsageListsCommands(t *testing.T) {
 	usage(&b)
 	out := b.String()
 	last := -1
-	// (serve and demo are Unix-only for now.)
-	for _, name := range []string{"dial", "metrics", "services", "status"} {
+	for _, name := range []string{"demo", "dial", "doctor", "metrics", "serve", "services", "status"} {
 		i := strings.Index(out, "\n  "+name+" ")
 		if i < 0 {
 			t.Errorf("usage does not list %q:\n%s", name, out)

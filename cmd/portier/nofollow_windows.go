@@ -2,5 +2,5 @@
 
 package main
 
-// oNoFollow: Windows has no O_NOFOLLOW; the broker does not run there yet.
+// oNoFollow: Windows has no O_NOFOLLOW; --log-file opens the path as given.
 const oNoFollow = 0
