@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,9 @@ import (
 	"time"
 
 	"github.com/portier/portier/handoff"
+	"github.com/portier/portier/internal/ipc"
+	"github.com/portier/portier/wire"
+	pb "github.com/portier/portier/wire/portierv1"
 	"golang.org/x/sys/windows"
 )
 
@@ -447,4 +452,87 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestWindowsHelloLimits: the first frame on the broker's pipe is read as
+// on Unix: capped at 64 KiB, under the Hello deadline, and checked against
+// the pid the kernel reports for the pipe's client.
+func TestWindowsHelloLimits(t *testing.T) {
+	h := newWinHarness(t, func(c *Config) { c.HelloTimeout = 300 * time.Millisecond })
+	h.define("echo", "echo", "")
+	// send writes raw bytes as a new client and returns the broker's
+	// answer: "negotiated", a refusal's code and reason, or "" for a close
+	// without an answer.
+	send := func(t *testing.T, raw []byte) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c, err := ipc.DialPipe(ctx, h.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if len(raw) > 0 {
+			if _, err := c.Write(raw); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rf, err := wire.ReadFrame(c, wire.MaxBody)
+		if errors.Is(err, io.EOF) {
+			return ""
+		}
+		if err != nil {
+			t.Fatalf("read the answer: %v", err)
+		}
+		hr, err := wire.DecodeHelloReply(rf.GetPayload())
+		switch {
+		case err != nil:
+			t.Fatalf("answer: %v", err)
+		case hr.GetNegotiated() != nil:
+			return "negotiated"
+		}
+		return hr.GetRefused().GetCode().String() + ": " + hr.GetRefused().GetReason()
+	}
+	hello := func(peerPID uint32) []byte {
+		f, err := wire.NewRequest(wire.ProtocolControl, 1, &pb.Hello{
+			ClientMinProtocol: wire.ProtocolVersion, ClientMaxProtocol: wire.ProtocolVersion,
+			ServiceName: "echo", WantedVersion: "1.0.0", PeerPid: peerPID,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := wire.EncodeFrame(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	t.Run("over the cap", func(t *testing.T) {
+		hdr := []byte{0x01, 0, 0, 0, 0}
+		binary.LittleEndian.PutUint32(hdr[1:], wire.MaxHelloBody+1)
+		if got := send(t, hdr); !strings.HasPrefix(got, "ERROR_PEER_REJECTED: ") || !strings.Contains(got, "Hello cap") {
+			t.Fatalf("answer %q, want PEER_REJECTED for a first frame over the cap", got)
+		}
+	})
+	t.Run("stalled partial frame", func(t *testing.T) {
+		if got := send(t, hello(0)[:7]); !strings.Contains(got, "incomplete Hello frame: 7 bytes in 300ms") {
+			t.Fatalf("answer %q, want an incomplete Hello at the deadline", got)
+		}
+	})
+	t.Run("silent peer", func(t *testing.T) {
+		if got := send(t, nil); got != "" {
+			t.Fatalf("answer %q, want the connection closed without one", got)
+		}
+	})
+	t.Run("self-reported pid is another", func(t *testing.T) {
+		if got := send(t, hello(uint32(os.Getpid())+4)); !strings.HasPrefix(got, "ERROR_PEER_REJECTED: ") || !strings.Contains(got, "peer_pid") {
+			t.Fatalf("answer %q, want PEER_REJECTED naming peer_pid", got)
+		}
+	})
+	t.Run("self-reported pid is the kernel's", func(t *testing.T) {
+		if got := send(t, hello(uint32(os.Getpid()))); got != "negotiated" {
+			t.Fatalf("answer %q, want Negotiated", got)
+		}
+	})
 }

@@ -198,6 +198,12 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "portier status:", err)
 		return exitFailure
 	}
+	printStatus(stdout, st)
+	return exitOK
+}
+
+// printStatus writes the broker's status for people.
+func printStatus(stdout io.Writer, st *pb.Status) {
 	fmt.Fprintf(stdout, "broker pid %d, up %s, socket %s\n", st.GetBrokerPid(), time.Duration(st.GetUptimeMs())*time.Millisecond, st.GetSocket())
 	if st.GetServicesDir() != "" {
 		fmt.Fprintf(stdout, "services %s, state %s\n", st.GetServicesDir(), st.GetStateDir())
@@ -234,7 +240,6 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}
-	return exitOK
 }
 
 func metricsCmd(args []string, stdout, stderr io.Writer) int {
