@@ -4,6 +4,7 @@ package backend
 
 import (
 	"context"
+	"fmt"
 	"net"
 
 	"github.com/portier/portier/internal/ipc"
@@ -18,7 +19,21 @@ const handoffSupported = true
 // each instance to this process's completion port) is the right one.
 func listenEndpoint(name string) (net.Listener, error) { return ipc.ListenPipe(name) }
 
-func dialBroker(ctx context.Context, name string) (net.Conn, error) { return ipc.DialPipe(ctx, name) }
+// dialBroker connects to the broker's pipe and checks that the broker runs
+// as this user. Pipe names are one namespace for all users: while no
+// instance of the broker's pipe exists (between two brokers), anyone may
+// create one, and a re-registration must not hand the spawn secret to it.
+func dialBroker(ctx context.Context, name string) (net.Conn, error) {
+	c, err := ipc.DialPipe(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ipc.CheckPeer(c, ipc.EffectiveUID); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("broker pipe %s: %w", name, err)
+	}
+	return c, nil
+}
 
 // serveControl reads control frames. An offer's connection travels as a
 // handle value inside the offer; the handle is already in this process
