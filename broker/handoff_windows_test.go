@@ -536,3 +536,23 @@ func TestWindowsHelloLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestWindowsSpawnFailure: a backend that exits before registering is
+// refused BACKEND_SPAWN_FAILED with its exit status and the end of what it
+// wrote to stderr, which the broker captured in its log file.
+func TestWindowsSpawnFailure(t *testing.T) {
+	h := newWinHarness(t, nil)
+	h.define("broken", "fail", "")
+	_, err := h.rawDial("broken", dialOpts{})
+	var re *refusedError
+	if !errors.As(err, &re) || re.r.GetCode() != pb.ErrorCode_ERROR_BACKEND_SPAWN_FAILED {
+		t.Fatalf("dial: %v, want BACKEND_SPAWN_FAILED", err)
+	}
+	d := re.r.GetDetails()
+	if !strings.Contains(d["stderr_tail"], "fatal: the database file is locked") || d["exit_status"] != "exit status 1" {
+		t.Fatalf("details %v, want the backend's last stderr line and its exit status", d)
+	}
+	if want := filepath.Join(h.dir, "state", "logs", "broken-1.0.0.log"); d["log"] != want {
+		t.Fatalf("log %q, want %q", d["log"], want)
+	}
+}

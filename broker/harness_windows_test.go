@@ -269,7 +269,7 @@ func (h *winHarness) rawDial(service string, o dialOpts) (*rawConn, error) {
 	}
 	if r := hr.GetRefused(); r != nil {
 		c.Close()
-		return nil, fmt.Errorf("refused %s: %s", r.GetCode(), r.GetReason())
+		return nil, &refusedError{r}
 	}
 	neg := hr.GetNegotiated()
 	out := &rawConn{neg: neg}
@@ -349,4 +349,11 @@ func (h *winHarness) fallbackLines() []string {
 		}
 	}
 	return out
+}
+
+// refusedError is the broker's refusal of a hand-written client's Hello.
+type refusedError struct{ r *pb.Refused }
+
+func (e *refusedError) Error() string {
+	return fmt.Sprintf("refused %s: %s", e.r.GetCode(), e.r.GetReason())
 }

@@ -30,8 +30,13 @@ func TestMain(m *testing.M) {
 func runRole(role string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if role == "echo" {
+	switch role {
+	case "echo":
 		return runEcho(ctx)
+	case "fail":
+		fmt.Fprintln(os.Stderr, "starting up")
+		fmt.Fprintln(os.Stderr, "fatal: the database file is locked")
+		return 1
 	}
 	if run := winRoles[role]; run != nil {
 		return run(ctx)
