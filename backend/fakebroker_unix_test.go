@@ -179,18 +179,6 @@ func (p *ctrlPeer) readAny() (*pb.Frame, error) {
 	return wire.ReadFrame(p.conn, wire.MaxBody)
 }
 
-// connectionReport returns the count of a ConnectionReport frame.
-func connectionReport(f *pb.Frame) (uint32, bool) {
-	if f.GetPayloadProtocol() != wire.ProtocolBackendControl {
-		return 0, false
-	}
-	m, err := wire.DecodeBackendControl(f.GetPayload())
-	if err != nil || m.GetConnectionReport() == nil {
-		return 0, false
-	}
-	return m.GetConnectionReport().GetLiveConnections(), true
-}
-
 // awaitReport reads frames until a ConnectionReport of want live
 // connections arrives (earlier reports and other frames are recorded or
 // dropped), failing the test at the wait bound.

@@ -136,12 +136,21 @@ func (p *winCtrl) write(f *pb.Frame) {
 	}
 }
 
+// readAck returns the next HandoffAck, skipping the backend's reports of
+// its live connections.
 func (p *winCtrl) readAck() *pb.HandoffAck {
 	p.t.Helper()
-	_ = p.conn.SetReadDeadline(time.Now().Add(waitTimeout))
-	f, err := wire.ReadFrame(p.conn, wire.MaxBody)
-	if err != nil {
-		p.t.Fatalf("test broker: read ACK: %v", err)
+	var f *pb.Frame
+	for {
+		_ = p.conn.SetReadDeadline(time.Now().Add(waitTimeout))
+		var err error
+		f, err = wire.ReadFrame(p.conn, wire.MaxBody)
+		if err != nil {
+			p.t.Fatalf("test broker: read ACK: %v", err)
+		}
+		if _, report := connectionReport(f); !report {
+			break
+		}
 	}
 	a, err := wire.DecodeHandoffAck(f.GetPayload())
 	if err != nil || f.GetKind() != pb.FrameKind_FRAME_KIND_RESPONSE {

@@ -118,3 +118,15 @@ func accept(t *testing.T, l net.Listener) net.Conn {
 		return nil
 	}
 }
+
+// connectionReport returns the count of a ConnectionReport frame.
+func connectionReport(f *pb.Frame) (uint32, bool) {
+	if f.GetPayloadProtocol() != wire.ProtocolBackendControl {
+		return 0, false
+	}
+	m, err := wire.DecodeBackendControl(f.GetPayload())
+	if err != nil || m.GetConnectionReport() == nil {
+		return 0, false
+	}
+	return m.GetConnectionReport().GetLiveConnections(), true
+}
