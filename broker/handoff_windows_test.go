@@ -414,9 +414,6 @@ func TestWindowsBrokerRestartReadopts(t *testing.T) {
 	// backend in the state file and, once it re-registered and proved its
 	// identity, duplicates handles into it again.
 	cfg.StopBackendsOnExit = true
-	// A re-adopted backend's exit is seen by the janitor's poll, which
-	// stops before the backends do: do not wait the default 5 s for it.
-	cfg.ShutdownGrace = time.Second
 	cfg.Logger = h.b.log
 	h.start(cfg)
 	eventually(t, 10*time.Second, "the backend to re-register", func() bool {
@@ -438,6 +435,13 @@ func TestWindowsBrokerRestartReadopts(t *testing.T) {
 	echoes(t, c, "re-adopted")
 	if got := h.backendPID("echo"); got != pid {
 		t.Fatalf("served by pid %d, want the re-adopted %d", got, pid)
+	}
+	// Stopped, the backend quiesces and exits; the broker's watch on its
+	// process (it is not the broker's child) sees that at once.
+	c.Close()
+	h.close()
+	if !strings.Contains(h.logs.String(), `status="re-adopted backend exited"`) {
+		t.Errorf("the re-adopted backend's exit was not seen by its exit watch:\n%s", h.logs.String())
 	}
 }
 

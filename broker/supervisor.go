@@ -645,17 +645,22 @@ func (s *supervisor) shutdown() {
 	s.saveState()
 	s.mu.Lock()
 	var ctrls []*controlConn
+	var watches []exitWatch
 	for _, p := range s.byPID {
 		if c := p.control(); c != nil {
 			ctrls = append(ctrls, c)
 		}
 		if p.watch != nil {
-			p.watch.close() // its goroutine ends before Serve returns
+			watches = append(watches, p.watch)
 		}
 	}
 	s.mu.Unlock()
 	if s.b.cfg.StopBackendsOnExit {
+		// The exit watches of re-adopted backends are what see these exit.
 		s.stopAll()
+	}
+	for _, w := range watches {
+		w.close() // its goroutine ends before Serve returns
 	}
 	for _, c := range ctrls {
 		c.conn.Close()
