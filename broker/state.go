@@ -171,6 +171,10 @@ func (s *supervisor) loadState() {
 				defer s.b.conns.Done()
 				if w.wait() {
 					s.exited(p, s.b.log, errors.New("re-adopted backend exited"))
+				} else if !p.alive() {
+					// The watch failed rather than being closed: the
+					// other paths leave watched backends to it.
+					s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
 				}
 			}()
 		}
@@ -251,10 +255,10 @@ func (s *supervisor) recordExe(p *proc) {
 }
 
 // reapAdopted notices re-adopted backends (not our children, so no Wait)
-// that have exited.
+// that have exited and have no exit watch to say so.
 func (s *supervisor) reapAdopted() {
 	for _, p := range s.snapshot() {
-		if !p.child && !p.alive() {
+		if !p.child && p.watch == nil && !p.alive() {
 			s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
 		}
 	}

@@ -489,9 +489,10 @@ func (s *supervisor) serveControl(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 	if !s.b.shutting.Load() {
 		s.b.log.Info("backend control connection closed", "service", p.service, "pid", p.pid)
 	}
-	// A re-adopted backend is not our child: where no exit watch saw it
-	// go, check here whether it died.
-	if !p.child && !p.alive() {
+	// A re-adopted backend is not our child: without an exit watch to
+	// report it, check here whether it died. With one, the watch reports
+	// it, so the exit is logged and counted once, by one path.
+	if !p.child && p.watch == nil && !p.alive() {
 		s.exited(p, s.b.log, errors.New("re-adopted backend is gone"))
 	}
 }
