@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"time"
 
@@ -31,7 +30,7 @@ type adoption struct {
 // newAdopting returns the Conn of a negotiated handoff on the broker
 // socket bc, its route not settled yet. The early data was written with
 // the Hello; it is the start of the replay.
-func newAdopting(bc *net.UnixConn, x exchange, d *dialer) *Conn {
+func newAdopting(bc osConn, x exchange, d *dialer) *Conn {
 	c := newConn(bc, Handoff, x.neg.GetConnectionId(), x.neg.GetBackendPipe(), x.neg.GetDaemonVersion(), nil)
 	c.adopt = &adoption{
 		fr:       x.fr,
@@ -141,9 +140,12 @@ func (d *dialer) fallback(neg *pb.Negotiated, replay []byte) (*Conn, error) {
 		return nil, &ProtocolError{Op: "negotiated", Err: errors.New("no backend_pipe to reconnect to")}
 	}
 	rdl := d.deadline(d.cfg.handshakeTimeout)
-	uc, err := dialUnix(d.ctx, pipe, rdl)
+	uc, err := dialEndpoint(d.ctx, pipe, rdl)
 	if err == nil {
-		if _, err = d.write(uc, replay, rdl); err != nil {
+		if err = checkBackend(uc); err == nil {
+			_, err = d.write(uc, replay, rdl)
+		}
+		if err != nil {
 			_ = uc.Close()
 		}
 	}
@@ -221,16 +223,16 @@ func (d *dialer) hasTime(t time.Duration) bool {
 // connection, and the early data in it, to its application, so replaying
 // that data elsewhere would deliver it twice. (The window between this look
 // and closing the socket remains; it is microseconds wide.)
-func lastChance(bc *net.UnixConn, fr *frameReader) (*pb.Frame, error) {
+func lastChance(bc osConn, fr *frameReader) (*pb.Frame, error) {
 	if err := bc.SetReadDeadline(time.Time{}); err != nil {
 		return nil, err
 	}
-	rc, err := bc.SyscallConn()
+	r, err := nonblocking(bc)
 	if err != nil {
 		return nil, err
 	}
 	saved := fr.r
-	fr.r = nonblockReader{rc}
+	fr.r = r
 	defer func() { fr.r = saved }()
 	return fr.next(maxReplyBody)
 }

@@ -3,7 +3,6 @@ package client
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,7 +57,7 @@ var testHookBrokerExited func(error)
 
 // autoStart starts the broker (unless this process just did) and waits for it
 // to accept on d.sock, retrying with exponential backoff.
-func (d *dialer) autoStart(first error) (*net.UnixConn, error) {
+func (d *dialer) autoStart(first error) (osConn, error) {
 	cfg := d.cfg.autoStart
 	timeout := cfg.Timeout
 	if timeout <= 0 {
@@ -75,7 +74,7 @@ func (d *dialer) autoStart(first error) (*net.UnixConn, error) {
 		if err := d.sleep(min(delay, max(0, time.Until(end)))); err != nil {
 			return nil, err
 		}
-		uc, err := dialUnix(d.ctx, d.sock, d.deadline(d.cfg.handshakeTimeout))
+		uc, err := dialEndpoint(d.ctx, d.sock, d.deadline(d.cfg.handshakeTimeout))
 		if err == nil {
 			return d.checkPeer(uc)
 		}
@@ -151,11 +150,10 @@ func ensureStarted(cfg *AutoStartConfig, sock string, window time.Duration) (*st
 	if err != nil {
 		return nil, err
 	}
-	abs, err := filepath.Abs(sock)
+	abs, err := absEndpoint(sock)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "serve", "--socket", abs)
 	// Stdin stays nil, the null device: the broker outlives this process
 	// and must not hold its terminal or pipes. Its output goes to a log
 	// file in the socket's directory (where the platform has one), which
@@ -164,14 +162,20 @@ func ensureStarted(cfg *AutoStartConfig, sock string, window time.Duration) (*st
 	if err != nil {
 		return nil, err
 	}
+	args := []string{"serve", "--socket", abs}
 	if logFile != nil {
 		defer logFile.Close() // the child has its own copy
-		cmd.Args = append(cmd.Args, "--log-file", logPath)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		fmt.Fprintf(logFile, "%s portier client (pid %d) starting %s\n", time.Now().Format(time.RFC3339), os.Getpid(), strings.Join(cmd.Args, " "))
+		args = append(args, "--log-file", logPath)
+		fmt.Fprintf(logFile, "%s portier client (pid %d) starting %s %s\n", time.Now().Format(time.RFC3339), os.Getpid(), bin, strings.Join(args, " "))
 	}
-	detach(cmd)
-	if err := cmd.Start(); err != nil {
+	cmd, err := startDetached(func() *exec.Cmd {
+		cmd := exec.Command(bin, args...)
+		if logFile != nil {
+			cmd.Stdout, cmd.Stderr = logFile, logFile
+		}
+		return cmd
+	})
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	r := &startRecord{at: time.Now(), bin: bin, log: logPath, exited: make(chan struct{})}

@@ -1,16 +1,11 @@
-//go:build unix
-
 package client
 
 import (
 	"errors"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/portier/portier/internal/fdcount"
 )
 
 // waitBrokerExit installs the reaping hook and returns a channel that gets
@@ -46,10 +41,10 @@ func testExecutable(t *testing.T) string {
 func TestAutoStart(t *testing.T) {
 	for _, how := range []string{"option", "PORTIER_BIN"} {
 		t.Run(how, func(t *testing.T) {
-			fdcount.Check(t)
-			dir := shortDir(t)
-			rec := startRecorder(t, dir, "backend.sock")
-			sock := filepath.Join(dir, "broker.sock")
+			checkLeaks(t)
+			dir := newDir(t)
+			rec := startRecorder(t, dir, "backend")
+			sock := endpointIn(dir, "broker")
 			t.Setenv(helperEnv, "broker")
 			t.Setenv(helperPipeEnv, rec.path)
 			cfg := AutoStartConfig{Timeout: 30 * time.Second}
@@ -85,11 +80,11 @@ func TestAutoStart(t *testing.T) {
 // TestAutoStartNeverBinds: the started program exits without binding; Dial
 // gives up after the configured time with ErrBrokerUnavailable.
 func TestAutoStartNeverBinds(t *testing.T) {
-	fdcount.Check(t)
-	dir := shortDir(t)
+	checkLeaks(t)
+	dir := newDir(t)
 	t.Setenv(helperEnv, "nobind")
 	exited := waitBrokerExit(t)
-	_, err := Dial(t.Context(), "echo", Socket(filepath.Join(dir, "broker.sock")),
+	_, err := Dial(t.Context(), "echo", Socket(endpointIn(dir, "broker")),
 		AutoStart(AutoStartConfig{Binary: testExecutable(t), Timeout: 100 * time.Millisecond}))
 	if !errors.Is(err, ErrBrokerUnavailable) || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("got %v", err)
@@ -99,71 +94,10 @@ func TestAutoStartNeverBinds(t *testing.T) {
 	}
 }
 
-// TestAutoStartFailureNamesLog: the started broker fails at once. Dial
-// gives up without waiting out the timeout, and its error names the log
-// file in the socket's directory and quotes the broker's last words, which
-// the log holds after the client's own line saying what it started.
-func TestAutoStartFailureNamesLog(t *testing.T) {
-	fdcount.Check(t)
-	dir := shortDir(t)
-	sock := filepath.Join(dir, "run", "broker.sock")
-	t.Setenv(helperEnv, "fail")
-	exited := waitBrokerExit(t)
-	_, err := Dial(t.Context(), "echo", Socket(sock),
-		AutoStart(AutoStartConfig{Binary: testExecutable(t), Timeout: time.Minute}))
-	if err == nil {
-		t.Fatal("Dial succeeded without a broker")
-	}
-	logPath := filepath.Join(dir, "run", "broker.log")
-	// "failed before serving", not "was not served within 1m0s": Dial
-	// stopped waiting when the broker exited.
-	for _, want := range []string{"failed before serving", "its log is " + logPath, "state directory: permission denied", "it exited: exit status 1"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error lacks %q: %v", want, err)
-		}
-	}
-	if !errors.Is(err, ErrBrokerUnavailable) {
-		t.Errorf("error is not ErrBrokerUnavailable: %v", err)
-	}
-	if err := recvExit(t, exited); err == nil {
-		t.Error("the failing helper exited 0")
-	}
-	log, err := os.ReadFile(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(string(log)), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], "starting "+testExecutable(t)+" serve --socket "+sock+" --log-file "+logPath) {
-		t.Errorf("log:\n%s", log)
-	}
-	if fi, err := os.Stat(filepath.Dir(logPath)); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("socket directory: %v, %v; want it created 0700", fi.Mode(), err)
-	}
-	if fi, err := os.Stat(logPath); err != nil || fi.Mode().Perm() != 0o600 {
-		t.Errorf("log file: %v, %v; want 0600", fi.Mode(), err)
-	}
-}
-
-// TestAutoStartUnsafeDirectory: a socket directory others can enter is
-// refused before anything starts, with the fix in the error.
-func TestAutoStartUnsafeDirectory(t *testing.T) {
-	fdcount.Check(t)
-	dir := shortDir(t)
-	open := filepath.Join(dir, "open")
-	if err := os.Mkdir(open, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	_, err := Dial(t.Context(), "echo", Socket(filepath.Join(open, "broker.sock")),
-		AutoStart(AutoStartConfig{Binary: filepath.Join(dir, "never-run")}))
-	if !errors.Is(err, ErrBrokerUnavailable) || !strings.Contains(err.Error(), "chmod 700 "+open) {
-		t.Fatalf("got %v", err)
-	}
-}
-
 func TestAutoStartNoBinary(t *testing.T) {
-	fdcount.Check(t)
-	dir := shortDir(t)
-	_, err := Dial(t.Context(), "echo", Socket(filepath.Join(dir, "broker.sock")),
+	checkLeaks(t)
+	dir := newDir(t)
+	_, err := Dial(t.Context(), "echo", Socket(endpointIn(dir, "broker")),
 		AutoStart(AutoStartConfig{Binary: filepath.Join(dir, "no-such-portier")}))
 	if !errors.Is(err, ErrBrokerUnavailable) || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("got %v", err)

@@ -12,13 +12,15 @@ import (
 	"github.com/portier/portier/internal/ipc"
 )
 
-// detach puts the broker in its own session (and so its own process group,
-// without a controlling terminal): a Ctrl-C or hangup aimed at the client's
-// job does not reach it. Its working directory is / so it does not keep the
-// client's directory (or mount) busy.
-func detach(cmd *exec.Cmd) {
+// startDetached starts the broker in its own session (and so its own
+// process group, without a controlling terminal): a Ctrl-C or hangup aimed
+// at the client's job does not reach it. Its working directory is / so it
+// does not keep the client's directory (or mount) busy.
+func startDetached(command func() *exec.Cmd) (*exec.Cmd, error) {
+	cmd := command()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Dir = "/"
+	return cmd, cmd.Start()
 }
 
 // openBrokerLog prepares the socket's directory as the broker would (private,

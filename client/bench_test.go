@@ -1,11 +1,8 @@
-//go:build unix
-
 package client
 
 import (
 	"io"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -31,8 +28,8 @@ func benchServe(c net.Conn) {
 }
 
 func BenchmarkDialHandoff(b *testing.B) {
-	dir := benchDir(b)
-	fb := startBroker(b, dir, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+	dir := newDir(b)
+	fb := startBroker(b, dir, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 		write(c, handoffReply(fb.t, hf, "/nonexistent"))
 		write(c, goodReady(fb.t))
 		benchServe(c)
@@ -41,9 +38,9 @@ func BenchmarkDialHandoff(b *testing.B) {
 }
 
 func BenchmarkDialReconnect(b *testing.B) {
-	dir := benchDir(b)
-	path := filepath.Join(dir, "backend.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	dir := newDir(b)
+	path := endpointIn(dir, "backend")
+	ln, err := listenAt(path)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,7 +58,7 @@ func BenchmarkDialReconnect(b *testing.B) {
 		}
 	})
 	b.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	fb := startBroker(b, dir, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+	fb := startBroker(b, dir, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 		write(c, replyBytes(fb.t, hf, negotiated(path, nil, 0)))
 	})
 	benchDial(b, fb, Reconnect)
@@ -88,12 +85,4 @@ func benchDial(b *testing.B, fb *fakeBroker, want Route) {
 			<-fb.helloSeen
 		}
 	}
-}
-
-func benchDir(b *testing.B) string {
-	d := b.TempDir()
-	if len(d) > 80 {
-		b.Skip("temporary directory path too long for a socket")
-	}
-	return d
 }

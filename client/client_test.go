@@ -1,23 +1,16 @@
-//go:build unix
-
 package client
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
@@ -51,9 +44,7 @@ func TestHandoffAdopted(t *testing.T) {
 	if _, err := c.Write([]byte("more")); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
+	endWrites(t, c)
 	// The early data reached the backend exactly once, on the adopted
 	// connection, and backend_pipe was never dialed.
 	if got := e.fb.recvAdopted(t); got != "REQ1more" {
@@ -67,7 +58,7 @@ func TestHandoffAdopted(t *testing.T) {
 // checks that Read hands it out first, in order, however small the reads.
 func TestHandoffReadAhead(t *testing.T) {
 	const app = "hello from the backend"
-	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+	e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 		write(c, handoffReply(fb.t, hf, fb.pipeOf()), goodReady(fb.t), []byte(app))
 		write(c, []byte("|later"))
 		fb.adopted <- drain(c)
@@ -168,7 +159,7 @@ func TestFallbackReconnect(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+			e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 				if tc.reply != nil {
 					write(c, tc.reply(fb, hf))
 				} else {
@@ -196,7 +187,7 @@ func TestFallbackReconnect(t *testing.T) {
 			if _, err := c.Write([]byte("more")); err != nil {
 				t.Fatal(err)
 			}
-			_ = c.CloseWrite()
+			endWrites(t, c)
 			if rec := e.rec.next(t); rec.idx != 0 || rec.data != "REQ1more" {
 				t.Fatalf("backend_pipe connection #%d got %q, want #0 REQ1more", rec.idx, rec.data)
 			}
@@ -205,7 +196,7 @@ func TestFallbackReconnect(t *testing.T) {
 }
 
 func TestNoHandoff(t *testing.T) {
-	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, h *pb.Hello) {
+	e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, h *pb.Hello) {
 		if h.GetClientCapabilities()&wire.CapHandlePassing != 0 {
 			fb.t.Errorf("NoHandoff client sent CAP_HANDLE_PASSING: capabilities %#x", h.GetClientCapabilities())
 		}
@@ -246,7 +237,7 @@ func TestRefusals(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.code.String(), func(t *testing.T) {
-			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+			e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 				r := wire.NewRefused(tc.code, "because", 1500*time.Millisecond, map[string]string{"field": "service_name"})
 				write(c, replyBytes(fb.t, hf, &pb.HelloReply{Result: &pb.HelloReply_Refused{Refused: r}}))
 			})
@@ -279,7 +270,7 @@ func TestRefusals(t *testing.T) {
 // TestRefusalWithoutRequestID: a broker that could not parse the Hello
 // does not know its request id and refuses with 0.
 func TestRefusalWithoutRequestID(t *testing.T) {
-	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+	e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 		b := replyBytes(fb.t, &pb.Frame{}, &pb.HelloReply{Result: &pb.HelloReply_Refused{
 			Refused: wire.NewRefused(pb.ErrorCode_ERROR_PEER_REJECTED, "too large", 0, nil)}})
 		write(c, b)
@@ -295,87 +286,31 @@ func TestRefusalWithoutRequestID(t *testing.T) {
 }
 
 func TestBrokerMissing(t *testing.T) {
-	fdcount.Check(t)
-	dir := shortDir(t)
+	checkLeaks(t)
+	dir := newDir(t)
 	t.Run("no socket", func(t *testing.T) {
-		_, err := Dial(t.Context(), "echo", Socket(filepath.Join(dir, "none.sock")))
-		if !errors.Is(err, ErrBrokerUnavailable) || !errors.Is(err, os.ErrNotExist) {
-			t.Fatalf("got %v", err)
+		_, err := Dial(t.Context(), "echo", Socket(endpointIn(dir, "none")))
+		if !errors.Is(err, ErrBrokerMissing) || !errors.Is(err, ErrBrokerUnavailable) || !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("got %v, want ErrBrokerMissing, ErrBrokerUnavailable and os.ErrNotExist", err)
 		}
 	})
-	t.Run("stale socket", func(t *testing.T) {
-		sock := filepath.Join(dir, "stale.sock")
-		l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.SetUnlinkOnClose(false)
-		_ = l.Close()
-		_, err = Dial(t.Context(), "echo", Socket(sock))
-		if !errors.Is(err, ErrBrokerUnavailable) {
-			t.Fatalf("got %v", err)
+	// A socket file nobody accepts on; on Windows a pipe that lives on only
+	// through instances a broker handed out before it exited.
+	t.Run("stale endpoint", func(t *testing.T) {
+		sock := staleEndpoint(t, dir)
+		_, err := Dial(t.Context(), "echo", Socket(sock), HandshakeTimeout(ioTimeout))
+		if !errors.Is(err, ErrBrokerMissing) || !errors.Is(err, ErrBrokerUnavailable) {
+			t.Fatalf("got %v, want ErrBrokerMissing and ErrBrokerUnavailable", err)
 		}
 	})
 	t.Run("default path from PORTIER_SOCKET", func(t *testing.T) {
-		sock := filepath.Join(dir, "env.sock")
+		sock := endpointIn(dir, "env")
 		t.Setenv(ipc.EnvSocket, sock)
 		_, err := Dial(t.Context(), "echo")
-		if !errors.Is(err, ErrBrokerUnavailable) || !strings.Contains(err.Error(), sock) {
-			t.Fatalf("got %v, want ErrBrokerUnavailable naming %s", err, sock)
+		if !errors.Is(err, ErrBrokerMissing) || !strings.Contains(err.Error(), sock) {
+			t.Fatalf("got %v, want ErrBrokerMissing naming %s", err, sock)
 		}
 	})
-}
-
-// TestForeignBrokerRefused: a broker socket served by another uid than the
-// client's effective one is refused before the Hello is written.
-func TestForeignBrokerRefused(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run the fake broker as another user")
-	}
-	fdcount.Check(t)
-	dir := shortDir(t)
-	if err := os.Chmod(dir, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	// The test binary's own directory is private to root: run a copy.
-	exe := filepath.Join(dir, "broker.test")
-	copyFile(t, testExecutable(t), exe)
-	sock := filepath.Join(dir, "broker.sock")
-	cmd := exec.Command(exe, "serve", "--socket", sock)
-	cmd.Env = append(os.Environ(), helperEnv+"=listen")
-	cmd.Dir = "/"
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = stdin.Close(); _ = cmd.Wait() }()
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ready\n" {
-		t.Fatalf("fake broker: %q, %v", line, err)
-	}
-	_, err = Dial(t.Context(), "echo", Socket(sock), EarlyData([]byte("secret request")))
-	if !errors.Is(err, ErrBrokerUnavailable) || !errors.Is(err, ipc.ErrForeignPeer) {
-		t.Fatalf("Dial to a broker of uid 65534: %v, want ErrBrokerUnavailable and ipc.ErrForeignPeer", err)
-	}
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestProtocolErrors: a broker that breaks the protocol before or in its
@@ -423,7 +358,7 @@ func TestProtocolErrors(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+			e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 				if b := tc.reply(fb, hf); len(b) > 0 {
 					write(c, b)
 				}
@@ -450,8 +385,9 @@ func TestProtocolErrors(t *testing.T) {
 }
 
 func TestBackendUnavailable(t *testing.T) {
-	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
-		write(c, replyBytes(fb.t, hf, negotiated(filepath.Join(filepath.Dir(fb.sock), "gone.sock"), nil, 0)))
+	gone := endpointIn(newDir(t), "gone")
+	e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, replyBytes(fb.t, hf, negotiated(gone, nil, 0)))
 	})
 	_, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
 	if !errors.Is(err, ErrBackendUnavailable) || !errors.Is(err, os.ErrNotExist) {
@@ -495,7 +431,7 @@ func TestContextCancelled(t *testing.T) {
 	})
 	for _, stage := range []string{"awaiting reply", "awaiting ready event"} {
 		t.Run(stage, func(t *testing.T) {
-			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+			e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 				if stage == "awaiting ready event" {
 					write(c, handoffReply(fb.t, hf, fb.pipeOf()))
 				}
@@ -529,7 +465,7 @@ func TestContextCancelled(t *testing.T) {
 }
 
 func TestHelloSkip(t *testing.T) {
-	e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+	e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 		write(c, replyBytes(fb.t, hf, negotiated(fb.pipeOf(), nil, 0)))
 	})
 	dial := func(early string, opts ...Option) *Conn {
@@ -578,7 +514,7 @@ func TestHelloSkip(t *testing.T) {
 	// The backend goes away and another takes over: the stale entry falls
 	// back to a full Hello silently, and the new pipe is cached.
 	e.rec.close()
-	rec2 := startRecorder(t, e.dir, "backend2.sock")
+	rec2 := startRecorder(t, e.dir, "backend2")
 	e.fb.pipe.Store(rec2.path)
 	c = dial("four")
 	if c.Route() != Reconnect || c.BackendPipe() != rec2.path || e.fb.hellos.Load() != 3 {
@@ -658,21 +594,26 @@ func TestRefusedErrorMessage(t *testing.T) {
 // receive buffer is still found (and adopted) rather than replaying early
 // data on the reconnect route; an empty buffer reads as EOF without waiting.
 func TestLastChance(t *testing.T) {
-	fdcount.Check(t)
-	dir := shortDir(t)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "s"), Net: "unix"})
+	checkLeaks(t)
+	path := endpointIn(newDir(t), "s")
+	ln, err := listenAt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	cc, err := net.DialUnix("unix", nil, ln.Addr().(*net.UnixAddr))
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		sc, _ := ln.Accept()
+		accepted <- sc
+	}()
+	cc, err := dialEndpoint(t.Context(), path, time.Now().Add(ioTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	sc, err := ln.AcceptUnix()
-	if err != nil {
-		t.Fatal(err)
+	sc := <-accepted
+	if sc == nil {
+		t.Fatal("accept failed")
 	}
 	defer sc.Close()
 
@@ -710,7 +651,7 @@ func TestHelloWantedVersion(t *testing.T) {
 		{"Version, no handoff", []Option{Version("1.2.3-rc.1"), NoHandoff()}, "1.2.3-rc.1", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+			e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 				write(c, replyBytes(fb.t, hf, negotiated(fb.pipeOf(), nil, 0)))
 				drain(c)
 			})

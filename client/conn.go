@@ -1,6 +1,7 @@
 package client
 
 import (
+	"errors"
 	"net"
 	"strconv"
 	"sync"
@@ -58,7 +59,7 @@ func (r Route) String() string {
 // (matching ErrBackendUnavailable) is returned by that call and every later
 // one.
 type Conn struct {
-	uc *net.UnixConn // replaced only while adopt != nil, under mu
+	uc osConn // replaced only while adopt != nil, under mu
 
 	// settled is true once no adoption is pending; the hot paths check it
 	// without the mutex.
@@ -87,7 +88,7 @@ const maxReplay = 64 << 10
 
 var _ net.Conn = (*Conn)(nil)
 
-func newConn(uc *net.UnixConn, route Route, connID uint64, pipe, daemonVersion string, pending []byte) *Conn {
+func newConn(uc osConn, route Route, connID uint64, pipe, daemonVersion string, pending []byte) *Conn {
 	c := &Conn{uc: uc, route: route, connID: connID, backendPipe: pipe, daemonVersion: daemonVersion}
 	c.settled.Store(true)
 	if len(pending) > 0 {
@@ -240,8 +241,10 @@ func (c *Conn) CloseWrite() error {
 	if !c.settled.Load() {
 		c.mu.Lock()
 		if a := c.adopt; a != nil {
-			a.closedWrite = true
 			err := c.uc.CloseWrite()
+			// The replay on the reconnect route half-closes too, unless
+			// half-closing is what this platform cannot do.
+			a.closedWrite = err == nil || !errors.Is(err, errors.ErrUnsupported)
 			c.mu.Unlock()
 			return err
 		}
@@ -261,7 +264,7 @@ func (c *Conn) CloseRead() error {
 
 // current returns the socket, which may still change while the route is
 // being settled.
-func (c *Conn) current() *net.UnixConn {
+func (c *Conn) current() osConn {
 	if c.settled.Load() {
 		return c.uc
 	}

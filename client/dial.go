@@ -33,7 +33,9 @@ type dialer struct {
 // package documentation).
 //
 // Errors: ErrInvalidArgument (bad service name or Version),
-// ErrBrokerUnavailable (no broker; with AutoStart, none came up in time),
+// ErrBrokerUnavailable (the broker could not be reached; with AutoStart,
+// none came up in time), ErrBrokerMissing (no broker runs: a kind of
+// ErrBrokerUnavailable),
 // *RefusedError (matches ErrServiceUnknown, ErrVersionBlocked, ... with
 // errors.Is), *ProtocolError (the broker broke the protocol before or in
 // its reply, including closing the connection without a reply),
@@ -154,7 +156,7 @@ func (d *dialer) watch(c net.Conn) (stop func() bool) {
 
 // write writes b, if any, to a backend under deadline: the early data on the
 // direct route, the replay on the reconnect route.
-func (d *dialer) write(c *net.UnixConn, b []byte, deadline time.Time) (int, error) {
+func (d *dialer) write(c osConn, b []byte, deadline time.Time) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
@@ -201,7 +203,12 @@ func (d *dialer) forget() {
 func (d *dialer) direct(e cacheEntry) (*Conn, error) {
 	key := d.cacheKey()
 	deadline := d.deadline(d.cfg.handshakeTimeout)
-	uc, err := dialUnix(d.ctx, e.pipe, deadline)
+	uc, err := dialEndpoint(d.ctx, e.pipe, deadline)
+	if err == nil {
+		if err = checkBackend(uc); err != nil {
+			_ = uc.Close()
+		}
+	}
 	if err != nil {
 		if d.ctxDone() {
 			return nil, d.ctxErr()
@@ -226,16 +233,19 @@ func (d *dialer) direct(e cacheEntry) (*Conn, error) {
 
 // dialBroker connects to the broker, starting it first when AutoStart is on
 // and its socket is missing.
-func (d *dialer) dialBroker() (*net.UnixConn, error) {
-	uc, err := dialUnix(d.ctx, d.sock, d.deadline(d.cfg.handshakeTimeout))
+func (d *dialer) dialBroker() (osConn, error) {
+	uc, err := dialEndpoint(d.ctx, d.sock, d.deadline(d.cfg.handshakeTimeout))
 	if err == nil {
 		return d.checkPeer(uc)
 	}
 	if d.ctxDone() {
 		return nil, d.ctxErr()
 	}
-	if d.cfg.autoStart == nil || !brokerMissing(err) {
+	if !brokerMissing(err) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrBrokerUnavailable, d.sock, err)
+	}
+	if d.cfg.autoStart == nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrBrokerMissing, d.sock, err)
 	}
 	return d.autoStart(err)
 }
@@ -244,7 +254,7 @@ func (d *dialer) dialBroker() (*net.UnixConn, error) {
 // process's effective one: the default path is under /tmp when
 // $XDG_RUNTIME_DIR is unset, and the Hello and early data must not go to
 // whoever planted a socket there.
-func (d *dialer) checkPeer(uc *net.UnixConn) (*net.UnixConn, error) {
+func (d *dialer) checkPeer(uc osConn) (osConn, error) {
 	if _, err := ipc.CheckPeer(uc, ipc.EffectiveUID); err != nil {
 		_ = uc.Close()
 		return nil, fmt.Errorf("%w: %s: %w", ErrBrokerUnavailable, d.sock, err)

@@ -8,12 +8,18 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"syscall"
 	"time"
 )
 
-// dialUnix connects to the Unix socket at path before deadline.
-func dialUnix(ctx context.Context, path string, deadline time.Time) (*net.UnixConn, error) {
+// osConn is the connection a Conn reads and writes: a Unix domain socket.
+// It is a type alias, not an interface, so that the hot path calls the
+// socket's methods directly.
+type osConn = *net.UnixConn
+
+// dialEndpoint connects to the Unix socket at path before deadline.
+func dialEndpoint(ctx context.Context, path string, deadline time.Time) (*net.UnixConn, error) {
 	d := net.Dialer{Deadline: deadline}
 	c, err := d.DialContext(ctx, "unix", path)
 	// Linux answers connect on a Unix socket whose accept backlog is full
@@ -43,10 +49,28 @@ func dialUnix(ctx context.Context, path string, deadline time.Time) (*net.UnixCo
 	return uc, nil
 }
 
+// checkBackend has nothing to check on Unix: backend_pipe lives in the
+// user's private directory, where no other user can bind a socket.
+func checkBackend(*net.UnixConn) error { return nil }
+
 // brokerMissing reports whether a dial error means nobody serves the socket:
 // no such file, or a stale socket that refuses connections.
 func brokerMissing(err error) bool {
 	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// absEndpoint makes a socket path absolute for the broker AutoStart starts,
+// which runs in another directory.
+func absEndpoint(path string) (string, error) { return filepath.Abs(path) }
+
+// nonblocking returns a reader of what is already in uc's receive buffer,
+// for lastChance.
+func nonblocking(uc *net.UnixConn) (io.Reader, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	return nonblockReader{rc}, nil
 }
 
 // nonblockReader reads what is already in a socket's receive buffer without

@@ -11,10 +11,10 @@ import (
 )
 
 // TestDialRetriesFullBacklog: connecting to a Unix socket whose accept
-// backlog is full fails with EAGAIN on Linux; dialUnix waits and retries
+// backlog is full fails with EAGAIN on Linux; dialEndpoint waits and retries
 // within its deadline instead of reporting the broker missing.
 func TestDialRetriesFullBacklog(t *testing.T) {
-	dir := shortDir(t)
+	dir := newDir(t)
 	path := filepath.Join(dir, "busy.sock")
 	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -62,7 +62,7 @@ func TestDialRetriesFullBacklog(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() {
-		c, err := dialUnix(context.Background(), path, time.Now().Add(5*time.Second))
+		c, err := dialEndpoint(context.Background(), path, time.Now().Add(5*time.Second))
 		if err == nil {
 			c.Close()
 		}

@@ -26,9 +26,17 @@ var (
 // Errors of Dial that are not refusals.
 var (
 	// ErrBrokerUnavailable: the broker's endpoint could not be reached (no
-	// socket, a stale socket, a socket served by another user, or AutoStart
-	// gave up). The underlying cause is wrapped too.
+	// broker, an endpoint served by another user, a dial that timed out, or
+	// AutoStart gave up). The underlying cause is wrapped too.
 	ErrBrokerUnavailable = errors.New("portier: broker unavailable")
+	// ErrBrokerMissing: nobody serves the broker's endpoint, so starting
+	// one (`portier serve`, or AutoStart) is the fix. On Unix the socket
+	// does not exist or refuses connections (a stale socket); on Windows
+	// the pipe does not exist (ERROR_FILE_NOT_FOUND), or exists only
+	// through connections a broker that has exited handed to backends,
+	// with no instance listening. An error matching it matches
+	// ErrBrokerUnavailable too.
+	ErrBrokerMissing error = brokerMissingError{}
 	// ErrBackendUnavailable: backend_pipe could not be dialed on the
 	// reconnect route. The broker promises it always can, so this means the
 	// backend died between the broker's reply and the dial.
@@ -40,6 +48,14 @@ var (
 	// connection is made.
 	ErrInvalidArgument = errors.New("portier: invalid argument")
 )
+
+// brokerMissingError is ErrBrokerMissing: a kind of ErrBrokerUnavailable.
+type brokerMissingError struct{}
+
+func (brokerMissingError) Error() string { return "portier: no broker running" }
+
+// Is makes ErrBrokerMissing match ErrBrokerUnavailable.
+func (brokerMissingError) Is(target error) bool { return target == ErrBrokerUnavailable }
 
 // RefusedError is the broker's typed refusal of a Hello. errors.Is matches it
 // against the sentinel of its Code (ErrServiceUnknown, ErrVersionBlocked, ...).

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -108,7 +107,7 @@ func (x exchange) handoff(cfg config) bool {
 // broker reads the Hello frame exactly and leaves the early data in the
 // socket for the backend. On error bc is closed; on success bc's deadline is
 // still the handshake's.
-func (d *dialer) handshake(bc *net.UnixConn) (exchange, error) {
+func (d *dialer) handshake(bc osConn) (exchange, error) {
 	deadline := d.deadline(d.cfg.handshakeTimeout)
 	f, err := wire.NewRequest(wire.ProtocolControl, d.frameID, d.helloMsg)
 	if err != nil {

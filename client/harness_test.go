@@ -1,19 +1,16 @@
-//go:build unix
-
 package client
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -27,27 +24,16 @@ var testToken = bytes.Repeat([]byte{0xA5}, wire.TokenLen)
 
 const testConnID = 7
 
-// shortDir is a temporary directory with a short path, so socket paths stay
-// under the sun_path limit whatever the test's name.
-func shortDir(t *testing.T) string {
-	d, err := os.MkdirTemp("", "pc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(d) })
-	return d
-}
-
 // script plays the broker's (and, for an adopted connection, the backend's)
 // part after the fake broker has read and checked the Hello.
-type script func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, h *pb.Hello)
+type script func(fb *fakeBroker, c net.Conn, hf *pb.Frame, h *pb.Hello)
 
-// fakeBroker is a scripted broker on a real Unix socket: the fault injector
-// for every client path.
+// fakeBroker is a scripted broker on a real endpoint (a Unix socket, a
+// named pipe on Windows): the fault injector for every client path.
 type fakeBroker struct {
 	t      testing.TB
 	sock   string
-	ln     *net.UnixListener
+	ln     net.Listener
 	wg     sync.WaitGroup
 	hellos atomic.Int32
 
@@ -64,8 +50,8 @@ type fakeBroker struct {
 }
 
 func startBroker(t testing.TB, dir string, s script) *fakeBroker {
-	sock := filepath.Join(dir, "broker.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	sock := endpointIn(dir, "broker")
+	ln, err := listenAt(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +69,7 @@ func startBroker(t testing.TB, dir string, s script) *fakeBroker {
 func (fb *fakeBroker) serve(s script) {
 	defer fb.wg.Done()
 	for {
-		c, err := fb.ln.AcceptUnix()
+		c, err := fb.ln.Accept()
 		if err != nil {
 			return
 		}
@@ -215,7 +201,7 @@ func drain(c net.Conn) []byte {
 // adoptScript plays a successful handoff: the broker's Negotiated, then the
 // backend's ready event and first application bytes, then the backend reads
 // what the client sends until EOF.
-func adoptScript(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
+func adoptScript(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
 	write(c, handoffReply(fb.t, hf, fb.pipeOf()))
 	write(c, goodReady(fb.t), []byte("A>"))
 	fb.adopted <- drain(c)
@@ -227,7 +213,7 @@ func adoptScript(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, _ *pb.Hello) {
 type recorder struct {
 	t    testing.TB
 	path string
-	ln   *net.UnixListener
+	ln   net.Listener
 	n    atomic.Int32
 	got  chan recorded
 	wg   sync.WaitGroup
@@ -240,8 +226,8 @@ type recorded struct {
 }
 
 func startRecorder(t testing.TB, dir, name string) *recorder {
-	path := filepath.Join(dir, name)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	path := endpointIn(dir, name)
+	ln, err := listenAt(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +236,7 @@ func startRecorder(t testing.TB, dir, name string) *recorder {
 	go func() {
 		defer r.wg.Done()
 		for {
-			c, err := ln.AcceptUnix()
+			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
@@ -269,8 +255,8 @@ func startRecorder(t testing.TB, dir, name string) *recorder {
 	return r
 }
 
-// close stops the listener (removing the socket file) and waits for every
-// connection handler.
+// close stops the listener (removing the socket file; a pipe goes away
+// with its last instance) and waits for every connection handler.
 func (r *recorder) close() {
 	r.once.Do(func() {
 		_ = r.ln.Close()
@@ -293,7 +279,7 @@ func (r *recorder) next(t testing.TB) recorded {
 // connection must be the first one accepted.
 func (r *recorder) assertUntouched(t testing.TB) {
 	t.Helper()
-	c, err := net.Dial("unix", r.path)
+	c, err := dialTest(r.path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,6 +302,25 @@ func readString(t testing.TB, c net.Conn, n int) string {
 	return string(b)
 }
 
+// endWrites tells the backend that the client is done writing: a
+// half-close where the platform has one. A named pipe has none: there
+// CloseWrite must fail with errors.ErrUnsupported, and the connection is
+// closed instead.
+func endWrites(t testing.TB, c *Conn) {
+	t.Helper()
+	err := c.CloseWrite()
+	if halfCloseWorks {
+		if err != nil {
+			t.Errorf("CloseWrite: %v", err)
+		}
+		return
+	}
+	if !errors.Is(err, errors.ErrUnsupported) {
+		t.Errorf("CloseWrite on a named pipe: %v, want an error matching errors.ErrUnsupported", err)
+	}
+	_ = c.Close()
+}
+
 // recvAdopted returns what the fake backend read on an adopted connection.
 func (fb *fakeBroker) recvAdopted(t testing.TB) string {
 	t.Helper()
@@ -336,9 +341,9 @@ type testEnv struct {
 }
 
 func newEnv(t *testing.T, s script) *testEnv {
-	fdcount.Check(t)
-	dir := shortDir(t)
-	rec := startRecorder(t, dir, "backend.sock")
+	checkLeaks(t)
+	dir := newDir(t)
+	rec := startRecorder(t, dir, "backend")
 	fb := startBroker(t, dir, s)
 	fb.pipe.Store(rec.path)
 	return &testEnv{dir: dir, fb: fb, rec: rec}

@@ -1,11 +1,8 @@
-//go:build unix
-
 package client
 
 import (
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,7 +24,7 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(helperEnv); mode != "" {
 		os.Exit(runHelper(mode, os.Args[1:]))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, leakOptions...)
 }
 
 // runHelper is the fake broker: `serve --socket PATH --log-file
@@ -53,7 +50,7 @@ func runHelper(mode string, args []string) int {
 		fmt.Fprintln(os.Stderr, "portier serve: broker: state directory: permission denied")
 		return 1
 	}
-	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: args[2], Net: "unix"})
+	l, err := listenAt(args[2])
 	if err != nil {
 		return 3
 	}
@@ -70,8 +67,9 @@ func runHelper(mode string, args []string) int {
 	}
 	defer l.Close()
 	// Bounded life: a test that never connects must not leave us behind.
-	_ = l.SetDeadline(time.Now().Add(20 * time.Second))
-	c, err := l.AcceptUnix()
+	t := time.AfterFunc(20*time.Second, func() { _ = l.Close() })
+	defer t.Stop()
+	c, err := l.Accept()
 	if err != nil {
 		return 4
 	}
