@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/portier/portier/internal/fdcount"
 )
 
 // waitBrokerExit installs the reaping hook and returns a channel that gets
@@ -41,7 +43,7 @@ func testExecutable(t *testing.T) string {
 func TestAutoStart(t *testing.T) {
 	for _, how := range []string{"option", "PORTIER_BIN"} {
 		t.Run(how, func(t *testing.T) {
-			checkLeaks(t)
+			fdcount.Check(t)
 			dir := newDir(t)
 			rec := startRecorder(t, dir, "backend")
 			sock := endpointIn(dir, "broker")
@@ -80,7 +82,7 @@ func TestAutoStart(t *testing.T) {
 // TestAutoStartNeverBinds: the started program exits without binding; Dial
 // gives up after the configured time with ErrBrokerUnavailable.
 func TestAutoStartNeverBinds(t *testing.T) {
-	checkLeaks(t)
+	fdcount.Check(t)
 	dir := newDir(t)
 	t.Setenv(helperEnv, "nobind")
 	exited := waitBrokerExit(t)
@@ -95,7 +97,7 @@ func TestAutoStartNeverBinds(t *testing.T) {
 }
 
 func TestAutoStartNoBinary(t *testing.T) {
-	checkLeaks(t)
+	fdcount.Check(t)
 	dir := newDir(t)
 	_, err := Dial(t.Context(), "echo", Socket(endpointIn(dir, "broker")),
 		AutoStart(AutoStartConfig{Binary: filepath.Join(dir, "no-such-portier")}))

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/internal/ipc"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
@@ -286,7 +287,7 @@ func TestRefusalWithoutRequestID(t *testing.T) {
 }
 
 func TestBrokerMissing(t *testing.T) {
-	checkLeaks(t)
+	fdcount.Check(t)
 	dir := newDir(t)
 	t.Run("no socket", func(t *testing.T) {
 		_, err := Dial(t.Context(), "echo", Socket(endpointIn(dir, "none")))
@@ -594,7 +595,7 @@ func TestRefusedErrorMessage(t *testing.T) {
 // receive buffer is still found (and adopted) rather than replaying early
 // data on the reconnect route; an empty buffer reads as EOF without waiting.
 func TestLastChance(t *testing.T) {
-	checkLeaks(t)
+	fdcount.Check(t)
 	path := endpointIn(newDir(t), "s")
 	ln, err := listenAt(path)
 	if err != nil {

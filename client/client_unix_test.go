@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/internal/ipc"
 )
 
@@ -34,7 +35,7 @@ func TestForeignBrokerRefused(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run the fake broker as another user")
 	}
-	checkLeaks(t)
+	fdcount.Check(t)
 	dir := newDir(t)
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
@@ -341,7 +342,7 @@ type testEnv struct {
 }
 
 func newEnv(t *testing.T, s script) *testEnv {
-	checkLeaks(t)
+	fdcount.Check(t)
 	dir := newDir(t)
 	rec := startRecorder(t, dir, "backend")
 	fb := startBroker(t, dir, s)

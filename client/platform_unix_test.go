@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/portier/portier/internal/fdcount"
 	"go.uber.org/goleak"
 )
 
@@ -34,6 +33,3 @@ func endpointIn(dir, name string) string { return filepath.Join(dir, name+".sock
 func listenAt(path string) (net.Listener, error) { return net.Listen("unix", path) }
 
 func dialTest(path string) (net.Conn, error) { return net.Dial("unix", path) }
-
-// checkLeaks fails t if it leaves descriptors open (see fdcount.Check).
-func checkLeaks(t testing.TB) { fdcount.Check(t) }

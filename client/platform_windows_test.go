@@ -39,9 +39,6 @@ func dialTest(path string) (net.Conn, error) {
 	return ipc.DialPipe(ctx, path)
 }
 
-// checkLeaks fails t if it leaves handles open.
-func checkLeaks(t testing.TB) {}
-
 // staleEndpoint returns a pipe that exists but has no instance listening:
 // what a broker leaves behind when it exits while backends still hold
 // instances it handed them. Here the test holds the one instance, with a

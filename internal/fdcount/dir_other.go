@@ -1,8 +1,7 @@
-//go:build !linux && !darwin
+//go:build !linux && !darwin && !windows
 
 package fdcount
 
 // dir is empty: this platform has no listing Open can rely on (FreeBSD's
-// /dev/fd shows only 0-2 without fdescfs; Windows has handles, not
-// descriptors).
+// /dev/fd shows only 0-2 without fdescfs).
 const dir = ""
