@@ -87,6 +87,9 @@ func DialPipeDeadline(ctx context.Context, name string, deadline time.Time) (*Cl
 		if left <= 0 {
 			return nil, &os.PathError{Op: "open", Path: name, Err: fmt.Errorf("%w: %w", os.ErrDeadlineExceeded, err)}
 		}
+		if testHookClientPipeBusy != nil {
+			testHookClientPipeBusy()
+		}
 		switch werr := waitPipeInstance(name16, min(left, pipeBusySlice)); {
 		case werr == nil:
 			// An instance came free: race for it. A server was listening,
@@ -103,6 +106,10 @@ func DialPipeDeadline(ctx context.Context, name string, deadline time.Time) (*Cl
 		}
 	}
 }
+
+// testHookClientPipeBusy, when set, runs each time DialPipeDeadline found
+// every instance busy, before it waits.
+var testHookClientPipeBusy func()
 
 // waitPipeInstance waits up to d (at least 1 ms: 0 would mean the pipe's
 // default wait) for an instance of name to listen.
