@@ -231,7 +231,7 @@ func TestBridgeHalfClose(t *testing.T) {
 		peerDone <- err
 	}()
 	var out bytes.Buffer
-	if err := bridge(a, strings.NewReader("question"), &out); err != nil {
+	if err := bridge(a, strings.NewReader("question"), &out, defaultEOFWait); err != nil {
 		t.Fatalf("bridge: %v", err)
 	}
 	if err := <-peerDone; err != nil {
@@ -247,7 +247,7 @@ func TestBridgeHalfClose(t *testing.T) {
 	stdinR, stdinW := io.Pipe()
 	defer stdinW.Close()
 	b.Close()
-	if err := bridge(a, stdinR, io.Discard); !errors.Is(err, errCut) {
+	if err := bridge(a, stdinR, io.Discard, defaultEOFWait); !errors.Is(err, errCut) {
 		t.Fatalf("bridge with a peer that closed first: %v, want errCut", err)
 	}
 
@@ -258,7 +258,7 @@ func TestBridgeHalfClose(t *testing.T) {
 		_, _ = io.ReadFull(b, buf)
 		b.Close() // unread bytes: the reader sees a reset
 	}()
-	if err := bridge(a, strings.NewReader(strings.Repeat("request ", 1<<16)), io.Discard); err == nil || !strings.Contains(err.Error(), "connection cut") {
+	if err := bridge(a, strings.NewReader(strings.Repeat("request ", 1<<16)), io.Discard, defaultEOFWait); err == nil || !strings.Contains(err.Error(), "connection cut") {
 		t.Fatalf("bridge with a peer that dropped the request: %v, want a cut", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/portier/portier/client"
@@ -14,9 +15,11 @@ import (
 func init() {
 	register(command{name: "dial", summary: "bridge stdin/stdout to a brokered connection", run: dialCmd, synopsis: "SERVICE [flags]",
 		help: "Connect to SERVICE through the broker, as client.Dial does, and copy stdin to the connection and the\n" +
-			"connection to stdout until the backend closes it. With --auto-start it starts the broker when none\n" +
-			"runs (its log: broker.log beside the socket). Exits 1 when the connection was cut: reset, or closed\n" +
-			"by the backend before the end of stdin.",
+			"connection to stdout until the backend closes it; the end of stdin half-closes the connection. A\n" +
+			"named pipe (Windows) cannot be half-closed: there dial stops once stdin has ended and the backend\n" +
+			"has been silent for --eof-wait. With --auto-start it starts the broker when none runs (its log:\n" +
+			"broker.log beside the socket). Exits 1 when the connection was cut: reset, or closed by the backend\n" +
+			"before the end of stdin.",
 		example: "echo hello | portier dial echo -v\nportier dial echo --auto-start --version 1.0.0"})
 }
 
@@ -32,6 +35,7 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 	verbose := fs.Bool("v", false, "print the route to stderr")
 	autoStart := fs.Bool("auto-start", false, "start the broker (this executable's 'serve') when none answers, as client.AutoStart does")
 	timeout := fs.Duration("timeout", client.DefaultHandshakeTimeout, "bound on the broker's answer, which may wait for the backend to start (the route then settles within the client's ready and handshake timeouts)")
+	eofWait := fs.Duration("eof-wait", defaultEOFWait, "where the connection cannot be half-closed (Windows named pipes): after stdin ends, keep printing the backend's output until it has been silent this long, then close")
 	// Allow flags after the service name too.
 	var service string
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
@@ -71,17 +75,24 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 	if *verbose {
 		fmt.Fprintf(stderr, "portier dial: %s@%s route=%s connection=%d\n", service, c.DaemonVersion(), c.Route(), c.ConnectionID())
 	}
-	if err := bridge(c, dialStdin, stdout); err != nil {
+	if err := bridge(c, dialStdin, stdout, *eofWait); err != nil {
 		fmt.Fprintln(stderr, "portier dial:", err)
 		return exitFailure
 	}
 	return exitOK
 }
 
-// halfCloser is a connection whose write side can be shut on its own.
+// defaultEOFWait is how long dial keeps reading after stdin ended when it
+// cannot tell the backend so (no half-close): long enough for a local
+// backend's answer to a request it already has, short enough for a script.
+const defaultEOFWait = 2 * time.Second
+
+// halfCloser is a connection whose write side can be shut on its own, or
+// that says it cannot (CloseWrite fails with errors.ErrUnsupported).
 type halfCloser interface {
 	io.ReadWriteCloser
 	CloseWrite() error
+	SetReadDeadline(time.Time) error
 }
 
 // cutGrace is how long bridge, once the backend has closed, waits for the
@@ -98,21 +109,37 @@ var errCut = errors.New("connection cut: the backend closed it before the end of
 // backend sees the end of the request, and the bridge ends when the backend
 // closes its side. It fails when the connection was cut: a read or write
 // failed (a reset), or the backend closed its side before stdin ended.
-func bridge(c halfCloser, in io.Reader, out io.Writer) error {
+//
+// A connection without half-close (a named pipe on Windows) cannot carry
+// the end of in to the backend. Then, once in has ended, the bridge keeps
+// copying the backend's output until the backend closes or has sent
+// nothing for eofWait, and closes the connection: like nc -q, so that
+// `echo request | portier dial svc` prints the answer and returns instead
+// of waiting for an end the backend was never told about.
+func bridge(c halfCloser, in io.Reader, out io.Writer, eofWait time.Duration) error {
 	defer c.Close()
+	var lingering atomic.Bool
 	upErr := make(chan error, 1)
 	go func() {
 		_, err := io.Copy(c, in)
-		if cerr := c.CloseWrite(); err == nil {
+		cerr := c.CloseWrite()
+		if err == nil && errors.Is(cerr, errors.ErrUnsupported) {
+			// Set the flag before the deadline: a read that returns in
+			// between extends the deadline itself.
+			lingering.Store(true)
+			cerr = c.SetReadDeadline(time.Now().Add(eofWait))
+		}
+		if err == nil {
 			err = cerr
 		}
 		upErr <- err
 	}()
-	_, downErr := io.Copy(out, c)
+	downErr := copyDown(c, out, &lingering, eofWait)
 	if downErr != nil && !errors.Is(downErr, io.EOF) {
 		return fmt.Errorf("connection cut: %w", downErr)
 	}
-	// The backend closed. It may do so right after it read the end of the
+	// The backend closed, or went quiet after the end of stdin where there
+	// is no half-close. It may close right after it read the end of the
 	// request, while this side is still finishing stdin: give that a
 	// moment, but do not wait for a terminal.
 	t := time.NewTimer(cutGrace)
@@ -125,5 +152,31 @@ func bridge(c halfCloser, in io.Reader, out io.Writer) error {
 		return nil
 	case <-t.C:
 		return errCut
+	}
+}
+
+// copyDown copies c to out until c ends, or, once lingering is set, until
+// c has been silent for eofWait (which is not an error).
+func copyDown(c halfCloser, out io.Writer, lingering *atomic.Bool, eofWait time.Duration) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			if lingering.Load() {
+				if derr := c.SetReadDeadline(time.Now().Add(eofWait)); derr != nil {
+					return derr
+				}
+			}
+			if _, werr := out.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded) && lingering.Load():
+			return nil
+		default:
+			return err
+		}
 	}
 }
