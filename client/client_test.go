@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -52,6 +53,60 @@ func TestHandoffAdopted(t *testing.T) {
 		t.Fatalf("backend read %q, want REQ1more", got)
 	}
 	e.rec.assertUntouched(t)
+}
+
+// TestHalfClose: where the platform has a half-close, CloseWrite lets the
+// backend read EOF while the client still reads its answer. A named pipe
+// has none: CloseWrite and CloseRead fail with errors.ErrUnsupported and
+// change nothing, the connection keeps working, and Close ends the stream.
+func TestHalfClose(t *testing.T) {
+	e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
+		write(c, handoffReply(fb.t, hf, fb.pipeOf()), goodReady(fb.t))
+		req := make([]byte, 4)
+		if _, err := io.ReadFull(c, req); err != nil {
+			fb.t.Errorf("backend: %v", err)
+			return
+		}
+		write(c, []byte("pong"))
+		fb.adopted <- drain(c)
+	})
+	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), AwaitReady(), EarlyData([]byte("ping")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Route() != Handoff {
+		t.Fatalf("route %v", c.Route())
+	}
+	werr := c.CloseWrite()
+	if halfCloseWorks {
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		// The backend saw the end while this side is open.
+		if got := e.fb.recvAdopted(t); got != "" {
+			t.Fatalf("backend read %q after the request", got)
+		}
+		if got := readString(t, c, 4); got != "pong" {
+			t.Fatalf("read %q after CloseWrite", got)
+		}
+		return
+	}
+	for name, err := range map[string]error{"CloseWrite": werr, "CloseRead": c.CloseRead()} {
+		if !errors.Is(err, errors.ErrUnsupported) {
+			t.Errorf("%s on a named pipe: %v, want errors.ErrUnsupported", name, err)
+		}
+	}
+	if _, err := c.Write([]byte("more")); err != nil {
+		t.Fatalf("write after the refused half-close: %v", err)
+	}
+	if got := readString(t, c, 4); got != "pong" {
+		t.Fatalf("read %q after the refused half-close", got)
+	}
+	_ = c.Close()
+	if got := e.fb.recvAdopted(t); got != "more" {
+		t.Fatalf("backend read %q, want more", got)
+	}
 }
 
 // TestHandoffReadAhead has the broker and backend bytes arrive in one chunk,
@@ -430,11 +485,19 @@ func TestContextCancelled(t *testing.T) {
 			t.Fatalf("got %v", err)
 		}
 	})
-	for _, stage := range []string{"awaiting reply", "awaiting ready event"} {
+	for _, stage := range []string{"awaiting reply", "awaiting ready event", "writing early data"} {
 		t.Run(stage, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
 			e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {
-				if stage == "awaiting ready event" {
+				switch stage {
+				case "awaiting ready event":
 					write(c, handoffReply(fb.t, hf, fb.pipeOf()))
+				case "writing early data":
+					// Read nothing past the Hello: the client's write of
+					// its early data stays blocked.
+					<-release
+					return
 				}
 				drain(c)
 			})
@@ -448,12 +511,23 @@ func TestContextCancelled(t *testing.T) {
 			go func() {
 				// Without AwaitReady, Dial does not wait for the ready event
 				// at all (the route settles on first use).
-				c, err := Dial(ctx, "echo", Socket(e.fb.sock), HandshakeTimeout(ioTimeout), ReadyTimeout(ioTimeout), AwaitReady())
+				// Timeouts far beyond the wait below: only ctx can end
+				// the Dial in time.
+				opts := []Option{Socket(e.fb.sock), HandshakeTimeout(3 * ioTimeout), ReadyTimeout(3 * ioTimeout), AwaitReady()}
+				if stage == "writing early data" {
+					opts = append(opts, EarlyData(make([]byte, bigEarlyData)))
+				}
+				c, err := Dial(ctx, "echo", opts...)
 				done <- result{c, err}
 			}()
 			<-e.fb.helloSeen
 			cancel()
-			r := <-done
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(ioTimeout):
+				t.Fatal("cancelling ctx did not interrupt the Dial")
+			}
 			if r.c != nil {
 				r.c.Close()
 			}
@@ -461,6 +535,31 @@ func TestContextCancelled(t *testing.T) {
 				t.Fatalf("got %v, want context.Canceled", r.err)
 			}
 			e.rec.assertUntouched(t)
+		})
+	}
+}
+
+// bigEarlyData is more early data than any socket or pipe buffer holds, so
+// that writing it blocks until the peer reads.
+const bigEarlyData = 4 << 20
+
+// TestHandshakeTimeout: HandshakeTimeout alone (ctx has no deadline) ends
+// a Dial whose broker never answers, whether it reads nothing past the
+// Hello or the client is still writing its early data.
+func TestHandshakeTimeout(t *testing.T) {
+	for _, early := range []int{0, bigEarlyData} {
+		t.Run(fmt.Sprintf("early data %d", early), func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) { <-release })
+			opts := []Option{Socket(e.fb.sock), HandshakeTimeout(300 * time.Millisecond)}
+			if early > 0 {
+				opts = append(opts, EarlyData(make([]byte, early)))
+			}
+			_, err := Dial(context.Background(), "echo", opts...)
+			if !errors.Is(err, ErrProtocol) || !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("got %v, want a protocol error matching os.ErrDeadlineExceeded", err)
+			}
 		})
 	}
 }
