@@ -38,8 +38,9 @@ func (r Route) String() string {
 }
 
 // Conn is a connection to a backend, obtained from Dial. It is a net.Conn
-// over a Unix socket; on the handoff route its RemoteAddr is the broker's
-// socket, because that is the socket the backend adopted.
+// over a Unix socket (on Windows, the client end of a named pipe); on the
+// handoff route its RemoteAddr is the broker's endpoint, because that is
+// the connection the backend adopted.
 //
 // Bytes the backend sent right after its handoff-ready event, which Dial read
 // ahead, are returned by the first Read calls before anything else.
@@ -80,11 +81,6 @@ type Conn struct {
 	backendPipe   string
 	daemonVersion string
 }
-
-// maxReplay bounds the bytes a Conn keeps for replay while its route is not
-// settled; it is well below a Unix socket's send buffer, so those writes
-// never block.
-const maxReplay = 64 << 10
 
 var _ net.Conn = (*Conn)(nil)
 
@@ -236,7 +232,10 @@ func (c *Conn) Close() error {
 	return c.uc.Close()
 }
 
-// CloseWrite shuts down the writing side (the backend reads EOF).
+// CloseWrite shuts down the writing side (the backend reads EOF). On
+// Windows it fails with an error matching errors.ErrUnsupported and
+// changes nothing: a byte-mode named pipe has no half-close (see the
+// package documentation).
 func (c *Conn) CloseWrite() error {
 	if !c.settled.Load() {
 		c.mu.Lock()
@@ -254,7 +253,8 @@ func (c *Conn) CloseWrite() error {
 }
 
 // CloseRead shuts down the reading side of the socket. Read-ahead bytes not
-// yet read are still returned by Read.
+// yet read are still returned by Read. On Windows it fails with an error
+// matching errors.ErrUnsupported.
 func (c *Conn) CloseRead() error {
 	if err := c.settle(); err != nil {
 		return err
@@ -321,7 +321,9 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 }
 
 // SyscallConn gives raw access to the socket, for example to pass it on.
-// It settles the route first. Mind read-ahead bytes: Read them first.
+// It settles the route first. Mind read-ahead bytes: Read them first. On
+// Windows only its Control works (it sees the pipe handle); Read and Write
+// fail with errors.ErrUnsupported.
 func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 	if err := c.settle(); err != nil {
 		return nil, err

@@ -18,6 +18,11 @@ import (
 // socket's methods directly.
 type osConn = *net.UnixConn
 
+// maxReplay bounds the bytes a Conn keeps for replay while its route is not
+// settled; it is well below a Unix socket's send buffer, so those writes
+// never block.
+const maxReplay = 64 << 10
+
 // dialEndpoint connects to the Unix socket at path before deadline.
 func dialEndpoint(ctx context.Context, path string, deadline time.Time) (*net.UnixConn, error) {
 	d := net.Dialer{Deadline: deadline}

@@ -16,6 +16,13 @@ import (
 // named pipe.
 type osConn = *ipc.ClientPipe
 
+// maxReplay bounds the bytes a Conn keeps for replay while its route is not
+// settled. The early data and those writes wait in the broker's pipe
+// instance until the backend adopts it, so the bound stays below that
+// pipe's buffer (64 KiB each way): writes before the route settles do not
+// block.
+const maxReplay = 32 << 10
+
 // dialEndpoint opens the named pipe name before deadline, waiting for a
 // free instance while the server is busy.
 func dialEndpoint(ctx context.Context, name string, deadline time.Time) (*ipc.ClientPipe, error) {

@@ -19,7 +19,8 @@
 //
 // A failed handoff is never an error to the caller: every failure after
 // Negotiated ends on the reconnect route. Dial returns
-// an error only when the broker cannot be reached (ErrBrokerUnavailable), the
+// an error only when the broker cannot be reached (ErrBrokerUnavailable, or
+// ErrBrokerMissing when none runs), the
 // broker refuses (*RefusedError), the broker breaks the protocol before or in
 // its reply (*ProtocolError), backend_pipe itself cannot be dialed
 // (ErrBackendUnavailable), the arguments are invalid (ErrInvalidArgument) or
@@ -53,4 +54,38 @@
 // reads: the client owns its socket, so it reads ahead into a buffer, parses
 // Negotiated and the ready event from it, and hands any application bytes
 // that followed to the first Conn.Read calls.
+//
+// # Windows
+//
+// On Windows the broker's endpoint is the named pipe
+// \\.\pipe\portier-<hash of the user's SID> (or $PORTIER_SOCKET), and every
+// route works as on Unix: Hello with early data in one write, Negotiated,
+// the ready event or the reconnect to backend_pipe (the backend's own
+// pipe) with the replay, a fresh Hello when backend_pipe is dead,
+// hello-skip, AutoStart. What differs:
+//
+//   - No half-close. Byte-mode named pipes cannot shut one direction, and
+//     portier does not emulate it (a zero-length write is not delivered in
+//     byte mode, and a marker in the stream would corrupt it), so
+//     Conn.CloseWrite and Conn.CloseRead return an error matching
+//     errors.ErrUnsupported and leave the connection as it was. Close is the
+//     end of the stream. A protocol that needs the end of a request while
+//     the answer is still to be read must delimit its requests itself;
+//     `portier dial` reads on after its input ended until the backend has
+//     been silent for --eof-wait.
+//   - A busy pipe is waited for. While every instance of a pipe is in use,
+//     Dial waits (WaitNamedPipe, within HandshakeTimeout and ctx) for one to
+//     come free. A pipe that offers no free instance for 250 ms has nobody
+//     listening: what a broker leaves behind when it exits while backends
+//     still hold connections it handed them. Like a missing pipe
+//     (ERROR_FILE_NOT_FOUND) that is ErrBrokerMissing, and AutoStart starts
+//     a broker.
+//   - Peer checks. The broker's pipe, and backend_pipe too, must be served
+//     by this user (ipc.CheckPeer): pipe names are one namespace for all
+//     users, without the private directory that guards them on Unix. Pipes
+//     are opened with SECURITY_ANONYMOUS, so a server cannot impersonate the
+//     client.
+//   - The last look for a ready event after ReadyTimeout uses
+//     PeekNamedPipe, and reads only what is already there.
+//   - Conn.SyscallConn offers Control only (the pipe handle).
 package client

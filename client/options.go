@@ -85,7 +85,8 @@ func (c *config) wantedVersion() (version string, caps uint64) {
 
 // Socket sets the broker's endpoint. Without it Dial uses $PORTIER_SOCKET,
 // else $XDG_RUNTIME_DIR/portier/broker.sock, else
-// /tmp/portier-$UID/broker.sock.
+// /tmp/portier-$UID/broker.sock; on Windows the named pipe
+// \\.\pipe\portier-<hash of the user's SID>.
 func Socket(path string) Option { return func(c *config) { c.socket = path } }
 
 // HandshakeTimeout bounds connecting to the broker plus receiving its reply
@@ -168,14 +169,18 @@ type AutoStartConfig struct {
 }
 
 // AutoStart makes Dial start the broker when its socket is missing (no file,
-// or a stale socket nobody accepts on): it runs `<binary> serve --socket
-// <path> --log-file <dir>/broker.log` detached from this process (own
-// session or process group, stdin on the null device) and retries the
-// connection with exponential backoff (5 ms doubling up to 200 ms) until
-// cfg.Timeout. The broker's output goes to broker.log in the socket's
-// directory ($XDG_RUNTIME_DIR/portier/broker.log by default), which it
-// keeps under 1 MiB; when the broker does not come up in time, the error
-// names that file and quotes its last line. Concurrent Dials in one
+// or a stale socket nobody accepts on; on Windows no pipe, or one with no
+// instance listening): it runs `<binary> serve --socket <path> --log-file
+// <dir>/broker.log` detached from this process (its own session on Unix; on
+// Windows no console, its own process group and, where the job allows it,
+// outside the client's job object; stdin on the null device) and retries
+// the connection with exponential backoff (5 ms doubling up to 200 ms)
+// until cfg.Timeout. The broker's output goes to broker.log in the
+// socket's directory ($XDG_RUNTIME_DIR/portier/broker.log by default),
+// which it keeps under 1 MiB; when the broker does not come up in time,
+// the error names that file and quotes its last line. A named pipe has no
+// directory, so on Windows there is no log and the broker's output goes to
+// the null device. Concurrent Dials in one
 // process start at most one broker per socket path and timeout window; a
 // broker started by another process wins the singleton bind and is used.
 func AutoStart(cfg AutoStartConfig) Option {
