@@ -75,7 +75,7 @@
 //     been silent for --eof-wait.
 //   - A busy pipe is waited for. While every instance of a pipe is in use,
 //     Dial waits (WaitNamedPipe, within HandshakeTimeout and ctx) for one to
-//     come free. A pipe that offers no free instance for 250 ms has nobody
+//     come free. A pipe that offers no free instance for a second has nobody
 //     listening: what a broker leaves behind when it exits while backends
 //     still hold connections it handed them. Like a missing pipe
 //     (ERROR_FILE_NOT_FOUND) that is ErrBrokerMissing, and AutoStart starts

@@ -33,8 +33,10 @@ const (
 	// pipeNoListener is how long every instance of a pipe may stay busy,
 	// with none coming free, before DialPipeDeadline reports
 	// ErrNotListening. A live server arms a new instance within
-	// microseconds of accepting one.
-	pipeNoListener = 250 * time.Millisecond
+	// microseconds of accepting one; the margin is for one starved of CPU,
+	// because taking a live broker for a missing one fails the Dial, while
+	// noticing a missing one later only delays an error (or AutoStart).
+	pipeNoListener = time.Second
 )
 
 var (
@@ -51,7 +53,7 @@ var (
 // in slices of at most pipeBusySlice so that ctx is honoured, and retried
 // whenever an instance comes free. The errors tell the cases apart: a pipe
 // that does not exist matches os.ErrNotExist (ERROR_FILE_NOT_FOUND); a pipe
-// that exists but has offered no free instance for 250 ms matches
+// that exists but has offered no free instance for a second matches
 // ErrNotListening; a busy pipe at the deadline matches
 // os.ErrDeadlineExceeded and windows.ERROR_PIPE_BUSY.
 //

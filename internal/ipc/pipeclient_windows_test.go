@@ -228,6 +228,27 @@ func TestClientPipeConn(t *testing.T) {
 	}
 }
 
+// TestClientPipeDisconnected: a server that disconnects its instance
+// (DisconnectNamedPipe, where closing leaves it connected) reads as the end
+// of the stream too.
+func TestClientPipeDisconnected(t *testing.T) {
+	c, s := clientPair(t)
+	d, ok := s.(interface{ Disconnect() error })
+	if !ok {
+		t.Fatalf("server connection %T cannot disconnect", s)
+	}
+	if err := d.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(clientTestWait))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("read after the server disconnected: %v, want io.EOF", err)
+	}
+	if _, err := c.Buffered(); err != io.EOF {
+		t.Fatalf("Buffered after the server disconnected: %v, want io.EOF", err)
+	}
+}
+
 // TestClientPipeCloseInterruptsRead: Close ends a Read that waits.
 func TestClientPipeCloseInterruptsRead(t *testing.T) {
 	c, _ := clientPair(t)
