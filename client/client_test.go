@@ -266,6 +266,7 @@ func TestNoHandoff(t *testing.T) {
 	if c.Route() != Reconnect {
 		t.Fatalf("route %v", c.Route())
 	}
+	readString(t, c, 2)
 	_ = c.Close()
 	if rec := e.rec.next(t); rec.data != "" {
 		t.Fatalf("backend got %q without early data", rec.data)

@@ -172,6 +172,7 @@ func TestAwaitReady(t *testing.T) {
 	if !c.settled.Load() || c.route != Reconnect {
 		t.Fatalf("AwaitReady Dial returned an unsettled route (%v)", c.route)
 	}
+	readString(t, c, 2)
 	endWrites(t, c)
 	if rec := e.rec.next(t); rec.data != "REQ1" {
 		t.Fatalf("backend_pipe got %q, want REQ1", rec.data)
