@@ -341,11 +341,11 @@ func TestLastChanceOnFirstUse(t *testing.T) {
 func TestRehelloWaitsForSuccessor(t *testing.T) {
 	for _, awaitReady := range []bool{true, false} {
 		t.Run(map[bool]string{true: "in Dial", false: "on first use"}[awaitReady], func(t *testing.T) {
-			dead := filepath.Join(shortDir(t), "dead.sock")
+			dead := endpointIn(newDir(t), "dead")
 			const retry = 50 * time.Millisecond
 			var refused atomic.Int64 // unix nanoseconds of the SHUTTING_DOWN answer
 			var e *testEnv
-			e = newEnv(t, func(fb *fakeBroker, c *net.UnixConn, hf *pb.Frame, h *pb.Hello) {
+			e = newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, h *pb.Hello) {
 				switch fb.hellos.Load() {
 				case 1:
 					write(c, handoffReply(fb.t, hf, dead))
@@ -375,7 +375,7 @@ func TestRehelloWaitsForSuccessor(t *testing.T) {
 			if c.Route() != Reconnect || c.BackendPipe() != e.rec.path {
 				t.Fatalf("route %v via %q", c.Route(), c.BackendPipe())
 			}
-			_ = c.CloseWrite()
+			endWrites(t, c)
 			if rec := e.rec.next(t); rec.data != "REQ1" {
 				t.Fatalf("backend got %q, want the early data once", rec.data)
 			}
