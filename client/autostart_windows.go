@@ -39,6 +39,7 @@ func startDetached(command func() *exec.Cmd) (*exec.Cmd, error) {
 	return cmd, err
 }
 
-// openBrokerLog: a named pipe has no directory to keep a log in, and the
-// broker does not run on Windows yet; its output goes to the null device.
+// openBrokerLog: a named pipe has no directory beside it to keep a log in,
+// so the started broker's output goes to the null device, and a broker
+// that fails to come up is reported by its exit status alone.
 func openBrokerLog(string) (*os.File, string, error) { return nil, "", nil }
