@@ -271,7 +271,7 @@ func (b *Broker) serveHello(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 	}
 	def, err := b.defs.Lookup(h.GetServiceName())
 	if err != nil {
-		b.refuseLookup(c, f, h.GetServiceName(), err)
+		b.refuseLookup(c, f, h, err)
 		return
 	}
 	if !versionAllowed(def, h) {
@@ -366,8 +366,8 @@ func (b *Broker) route(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef
 		c.Close()
 		return
 	}
-	// From here on the broker never reads or writes c again (contract 2):
-	// it sends its descriptor to the backend and closes its own copy once
+	// From here on the broker never reads or writes c again (one writer
+	// per connection: the backend writes the ready event on it): it sends its descriptor to the backend and closes its own copy once
 	// the outcome is known. The worker is free as soon as the offer is out.
 	ctrl.startHandoff(attempt, c, func(out handoff.Outcome) {
 		c.Close()
@@ -399,25 +399,44 @@ func (b *Broker) logFallback(connID uint64, service string, out handoff.Outcome)
 }
 
 // refuseLookup answers a Hello whose service definition could not be had.
-func (b *Broker) refuseLookup(c net.Conn, f *pb.Frame, name string, err error) {
-	rf := b.lookupRefusal(name, err)
+func (b *Broker) refuseLookup(c net.Conn, f *pb.Frame, h *pb.Hello, err error) {
+	rf := b.lookupRefusal(h.GetServiceName(), err, h.GetClientCapabilities())
 	b.refuse(c, f, rf.code, rf.reason, rf.retryAfter, rf.details)
 }
 
 // lookupRefusal is the refusal for a service whose definition could not be
-// had (for a Hello, or `portier restart`).
-func (b *Broker) lookupRefusal(name string, err error) *refusal {
+// had (for a Hello, or `portier restart`). caps are the client's
+// capability bits: portier's own refusal codes go only to a client that
+// set wire.CapRefusalCodes, a v1 client gets the v1 code for the cause.
+// Neither an invalid definition nor an unsafe directory mends itself, so
+// neither says when to retry; the registry has logged both.
+func (b *Broker) lookupRefusal(name string, err error, caps uint64) *refusal {
+	ext := caps&wire.CapRefusalCodes != 0
 	var defErr *servicedef.Error
+	var dirErr *servicedef.DirError
 	switch {
 	case errors.Is(err, servicedef.ErrUnknown):
 		return &refusal{code: pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
 			reason: fmt.Sprintf("no service %q: add %s.toml to %s", name, name, b.cfg.ServicesDir)}
 	case errors.As(err, &defErr):
-		return &refusal{code: pb.ErrorCode_ERROR_SERVICE_UNKNOWN,
-			reason: fmt.Sprintf("service %q has an invalid definition: %v", name, err), details: map[string]string{"definition_error": err.Error()}}
+		code := pb.ErrorCode_ERROR_SERVICE_UNKNOWN
+		if ext {
+			code = pb.ErrorCode_ERROR_DEFINITION_INVALID
+		}
+		return &refusal{code: code,
+			reason:  fmt.Sprintf("service %q has an invalid definition: %v (fix the file; the next Hello reads it again)", name, err),
+			details: map[string]string{"definition_error": err.Error(), "definition": defErr.File}}
+	case errors.As(err, &dirErr):
+		code := pb.ErrorCode_ERROR_INTERNAL
+		if ext {
+			code = pb.ErrorCode_ERROR_SERVICES_DIR_UNSAFE
+		}
+		return &refusal{code: code,
+			reason:  fmt.Sprintf("the broker refuses its services directory %s, so it runs no service from it: %s", dirErr.Dir, dirErr.Reason),
+			details: map[string]string{"services_dir": dirErr.Dir, "problem": string(dirErr.Problem)}}
 	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
 		return &refusal{code: pb.ErrorCode_ERROR_FD_PRESSURE, reason: "the broker is out of file descriptors; retry shortly", retryAfter: fdPressureRetry}
-	default: // the services directory is unsafe or unreadable
+	default: // the services directory or the file could not be read
 		return &refusal{code: pb.ErrorCode_ERROR_INTERNAL, reason: fmt.Sprintf("cannot read the definition of %q: %v", name, err), retryAfter: time.Second}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -522,5 +523,64 @@ func TestHelloDeadlineBoundsBackendStart(t *testing.T) {
 	echo(t, c, "after the start")
 	if n := h.spawns("slow", "started"); n != 1 {
 		t.Fatalf("spawns = %d, want 1 (the start went on)", n)
+	}
+}
+
+// TestLookupRefusalsMatchCauses: an invalid definition and a refused
+// services directory are told apart from an unknown service and from a
+// broker failure for a client that set CapRefusalCodes, while a v1 client
+// (no such bit) gets the codes a running-process broker gives; both get
+// the same actionable reason and details, no retry delay (only a person
+// fixes either), and the unsafe directory is logged.
+func TestLookupRefusalsMatchCauses(t *testing.T) {
+	var logs syncBuffer
+	h := newHarness(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(testWriter{t}, &logs), nil))
+	})
+	h.define("echo", "1.0.0", "echo", "")
+	badFile := filepath.Join(h.svcDir, "bad.toml")
+	writeFileAtomicTest(t, badFile, "name = \"bad\"\nversion = \"1.0.0\"\ncommand = []\n")
+	hello := func(service string, caps uint64) []byte {
+		return rawHello(t, func(h *pb.Hello) { h.ServiceName, h.ClientCapabilities = service, caps }, nil)
+	}
+	check := func(name string, data []byte, code pb.ErrorCode, details map[string]string, reason string) {
+		t.Helper()
+		_, r := refusedOf(t, h.sock, data, false)
+		if r.GetCode() != code || r.GetRetryAfterMs() != 0 {
+			t.Errorf("%s: refused %v retry_after_ms %d (%q); want %v, no retry", name, r.GetCode(), r.GetRetryAfterMs(), r.GetReason(), code)
+		}
+		for k, v := range details {
+			if got := r.GetDetails()[k]; !strings.Contains(got, v) {
+				t.Errorf("%s: details[%q] = %q, want it to contain %q", name, k, got, v)
+			}
+		}
+		if !strings.Contains(r.GetReason(), reason) {
+			t.Errorf("%s: reason %q does not say %q", name, r.GetReason(), reason)
+		}
+	}
+	invalid := map[string]string{"definition": badFile, "definition_error": badFile + ":3"}
+	check("invalid, v1 client", hello("bad", 0), pb.ErrorCode_ERROR_SERVICE_UNKNOWN, invalid, "fix the file")
+	check("invalid, portier client", hello("bad", wire.CapRefusalCodes|wire.CapHandlePassing),
+		pb.ErrorCode_ERROR_DEFINITION_INVALID, invalid, "fix the file")
+	check("unknown, portier client", hello("nope", wire.CapRefusalCodes), pb.ErrorCode_ERROR_SERVICE_UNKNOWN, nil, "add nope.toml")
+
+	if err := os.Chmod(h.svcDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	unsafe := map[string]string{"services_dir": h.svcDir, "problem": "bad_mode"}
+	check("unsafe dir, v1 client", hello("echo", 0), pb.ErrorCode_ERROR_INTERNAL, unsafe, "chmod go-w "+h.svcDir)
+	check("unsafe dir, portier client", hello("echo", wire.CapRefusalCodes), pb.ErrorCode_ERROR_SERVICES_DIR_UNSAFE, unsafe, "chmod go-w "+h.svcDir)
+	if !strings.Contains(logs.String(), "services directory refused") {
+		t.Errorf("the refused directory was not logged:\n%s", logs.String())
+	}
+	if err := os.Chmod(h.svcDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.spawns("echo", "started"); n != 0 {
+		t.Fatalf("spawns = %d, want 0", n)
+	}
+	// The client SDK sets the bit: its errors name the cause.
+	if _, err := h.dial("bad"); !errors.Is(err, client.ErrDefinitionInvalid) {
+		t.Fatalf("dial bad: %v, want ErrDefinitionInvalid", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/servicedef"
+	"github.com/portier/portier/wire"
 	pb "github.com/portier/portier/wire/portierv1"
 )
 
@@ -219,7 +220,8 @@ func (s *supervisor) restartService(name string) *pb.ServiceActionResult {
 	}
 	def, err := s.b.defs.Lookup(name)
 	if err != nil {
-		res.StartRefused = refusalFor(s.b.lookupRefusal(name, err))
+		// The admin client is portier's own CLI: it knows portier's codes.
+		res.StartRefused = refusalFor(s.b.lookupRefusal(name, err, wire.CapRefusalCodes))
 		return res
 	}
 	p, err := s.acquire(def, "")

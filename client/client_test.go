@@ -37,7 +37,7 @@ func TestHandoffAdopted(t *testing.T) {
 	}
 	hf, h := e.fb.last()
 	if h.GetServiceName() != "echo" || h.GetWantedVersion() != "1.2.3" ||
-		h.GetClientCapabilities() != wire.CapHandlePassing || hf.GetTraceparent() != traceParent {
+		h.GetClientCapabilities() != wire.CapHandlePassing|wire.CapRefusalCodes || hf.GetTraceparent() != traceParent {
 		t.Fatalf("hello: %v, traceparent %q", h, hf.GetTraceparent())
 	}
 	if got := readString(t, c, 2); got != "A>" {
@@ -275,7 +275,7 @@ func TestNoHandoff(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	all := []error{ErrVersionUnsupported, ErrServiceUnknown, ErrSpawnFailed, ErrRateLimited, ErrShuttingDown,
-		ErrPeerRejected, ErrInternal, ErrVersionBlocked, ErrFDPressure}
+		ErrPeerRejected, ErrInternal, ErrVersionBlocked, ErrFDPressure, ErrDefinitionInvalid, ErrServicesDirUnsafe}
 	cases := []struct {
 		code pb.ErrorCode
 		want error
@@ -289,6 +289,8 @@ func TestRefusals(t *testing.T) {
 		{pb.ErrorCode_ERROR_INTERNAL, ErrInternal},
 		{pb.ErrorCode_ERROR_VERSION_BLOCKED, ErrVersionBlocked},
 		{pb.ErrorCode_ERROR_FD_PRESSURE, ErrFDPressure},
+		{pb.ErrorCode_ERROR_DEFINITION_INVALID, ErrDefinitionInvalid},
+		{pb.ErrorCode_ERROR_SERVICES_DIR_UNSAFE, ErrServicesDirUnsafe},
 		{pb.ErrorCode_ERROR_CODE_UNSPECIFIED, nil},
 		{pb.ErrorCode(15), nil},
 	}
@@ -738,6 +740,7 @@ func TestLastChance(t *testing.T) {
 // TestHelloWantedVersion: a Dial without Version never sends the empty
 // wanted_version v1 forbids; it asks for any version with the portier
 // extension bit. A Dial with Version sends exactly that, without the bit.
+// Every Hello says the client knows portier's refusal codes.
 func TestHelloWantedVersion(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -745,11 +748,11 @@ func TestHelloWantedVersion(t *testing.T) {
 		wantVer  string
 		wantCaps uint64
 	}{
-		{"no Version", nil, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion},
-		{"empty Version", []Option{Version("")}, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion},
-		{"no Version, no handoff", []Option{NoHandoff()}, wire.AnyVersion, wire.CapAnyVersion},
-		{"Version", []Option{Version("1.2.3")}, "1.2.3", wire.CapHandlePassing},
-		{"Version, no handoff", []Option{Version("1.2.3-rc.1"), NoHandoff()}, "1.2.3-rc.1", 0},
+		{"no Version", nil, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"empty Version", []Option{Version("")}, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"no Version, no handoff", []Option{NoHandoff()}, wire.AnyVersion, wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"Version", []Option{Version("1.2.3")}, "1.2.3", wire.CapHandlePassing | wire.CapRefusalCodes},
+		{"Version, no handoff", []Option{Version("1.2.3-rc.1"), NoHandoff()}, "1.2.3-rc.1", wire.CapRefusalCodes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, _ *pb.Hello) {

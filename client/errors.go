@@ -21,6 +21,14 @@ var (
 	ErrInternal           = errors.New("portier: broker internal error")
 	ErrVersionBlocked     = errors.New("portier: version blocked")
 	ErrFDPressure         = errors.New("portier: broker under descriptor pressure")
+	// ErrDefinitionInvalid: the service's definition file exists but the
+	// broker cannot use it; RefusedError.Details["definition_error"] says
+	// where and why. Fixing the file is enough: the next Dial reads it.
+	ErrDefinitionInvalid = errors.New("portier: service definition invalid")
+	// ErrServicesDirUnsafe: the broker refuses its services directory (a
+	// symbolic link, not a directory, or writable by someone else);
+	// RefusedError.Details["problem"] is the stable code of why.
+	ErrServicesDirUnsafe = errors.New("portier: services directory unsafe")
 )
 
 // Errors of Dial that are not refusals.
@@ -114,6 +122,10 @@ func codeSentinel(c wire.ErrorCode) error {
 		return ErrVersionBlocked
 	case wire.CodeFDPressure:
 		return ErrFDPressure
+	case wire.CodeDefinitionInvalid:
+		return ErrDefinitionInvalid
+	case wire.CodeServicesDirUnsafe:
+		return ErrServicesDirUnsafe
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ var selfPID = uint32(os.Getpid())
 func newHello(service string, cfg config) (*pb.Hello, uint64) {
 	frameID := frameIDs.Add(1)
 	wanted, caps := cfg.wantedVersion()
+	caps |= wire.CapRefusalCodes
 	if !cfg.noHandoff {
 		caps |= wire.CapHandlePassing
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/portier/portier/internal/ipc"
@@ -114,13 +115,19 @@ type Registry struct {
 	// timestamps cannot tell two writes apart.
 	keyOf func(fs.FileInfo) fileKey
 
+	// refused is the directory's *DirError text while it is refused, nil
+	// while it is accepted: the refusal is logged when it starts or
+	// changes, and the recovery once.
+	refused atomic.Pointer[string]
+
 	mu    sync.Mutex
 	cache map[string]*entry
 }
 
 // NewRegistry serves definitions from dir, which need not exist yet (every
 // service is then unknown). logger may be nil; it gets one record per
-// definition change (loaded, invalid, removed), never file contents.
+// definition change (loaded, invalid, removed) and per change of the
+// directory's verdict (refused, accepted again), never file contents.
 func NewRegistry(dir string, logger *slog.Logger) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -135,6 +142,24 @@ func (r *Registry) Dir() string { return r.dir }
 // It costs one lstat, so it runs on every Lookup and a fixed (or broken)
 // directory is noticed at once. exists is false when dir is missing.
 func (r *Registry) checkDir() (exists bool, err error) {
+	exists, err = r.statDir()
+	var de *DirError
+	switch {
+	case errors.As(err, &de):
+		msg := de.Error()
+		if old := r.refused.Swap(&msg); old == nil || *old != msg {
+			r.log.Warn("services directory refused: no service can start until it is fixed",
+				"dir", de.Dir, "problem", string(de.Problem), "fix", de.Reason)
+		}
+	case err == nil && r.refused.Load() != nil:
+		if r.refused.Swap(nil) != nil {
+			r.log.Info("services directory accepted again", "dir", r.dir)
+		}
+	}
+	return exists, err
+}
+
+func (r *Registry) statDir() (exists bool, err error) {
 	fi, err := os.Lstat(r.dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil

@@ -457,3 +457,51 @@ func TestRegistryFIFOAfterStat(t *testing.T) {
 		t.Fatal("Lookup blocked opening a FIFO that replaced the definition after its stat")
 	}
 }
+
+// An unsafe directory refuses every Lookup; the log says so once per
+// verdict, with the problem's code and the fix, and once when it is fixed.
+func TestRegistryUnsafeDirLogged(t *testing.T) {
+	dir := servicesDir(t)
+	write(t, dir, "echo.toml", def("echo", "1.0.0"))
+	var buf bytes.Buffer
+	r := NewRegistry(dir, slog.New(slog.NewTextHandler(&buf, nil)))
+	lookupVersion(t, r, "echo")
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := r.Lookup("echo"); !errors.Is(err, ErrUnsafeDir) {
+			t.Fatalf("Lookup: %v", err)
+		}
+	}
+	if _, err := r.List(); !errors.Is(err, ErrUnsafeDir) {
+		t.Fatalf("List: %v", err)
+	}
+	logs := buf.String()
+	if n := strings.Count(logs, "services directory refused"); n != 1 {
+		t.Fatalf("%d refusal records for one verdict, want 1:\n%s", n, logs)
+	}
+	for _, want := range []string{"problem=bad_mode", "chmod go-w " + dir} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("the refusal record lacks %q:\n%s", want, logs)
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	lookupVersion(t, r, "echo")
+	lookupVersion(t, r, "echo")
+	if n := strings.Count(buf.String(), "services directory accepted again"); n != 1 {
+		t.Fatalf("%d recovery records, want 1:\n%s", n, buf.String())
+	}
+	// Refused again: logged again.
+	if err := os.Chmod(dir, 0o770); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Lookup("echo"); !errors.Is(err, ErrUnsafeDir) {
+		t.Fatal(err)
+	}
+	if n := strings.Count(buf.String(), "services directory refused"); n != 2 {
+		t.Fatalf("%d refusal records after a second refusal, want 2:\n%s", n, buf.String())
+	}
+}

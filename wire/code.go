@@ -20,6 +20,10 @@ const (
 	CodeInternal           = ErrorCode(pb.ErrorCode_ERROR_INTERNAL)             // the broker failed
 	CodeVersionBlocked     = ErrorCode(pb.ErrorCode_ERROR_VERSION_BLOCKED)      // the definition does not serve that version
 	CodeFDPressure         = ErrorCode(pb.ErrorCode_ERROR_FD_PRESSURE)          // the broker is out of descriptors
+
+	// portier extensions, sent only to clients that set CapRefusalCodes.
+	CodeDefinitionInvalid = ErrorCode(pb.ErrorCode_ERROR_DEFINITION_INVALID)  // the definition file cannot be used
+	CodeServicesDirUnsafe = ErrorCode(pb.ErrorCode_ERROR_SERVICES_DIR_UNSAFE) // the services directory is refused
 )
 
 // String returns the code's protocol name, for example

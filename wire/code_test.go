@@ -23,6 +23,8 @@ func TestErrorCodeConstants(t *testing.T) {
 		wire.CodeInternal:           "ERROR_INTERNAL",
 		wire.CodeVersionBlocked:     "ERROR_VERSION_BLOCKED",
 		wire.CodeFDPressure:         "ERROR_FD_PRESSURE",
+		wire.CodeDefinitionInvalid:  "ERROR_DEFINITION_INVALID",
+		wire.CodeServicesDirUnsafe:  "ERROR_SERVICES_DIR_UNSAFE",
 	}
 	values := pb.ErrorCode(0).Descriptor().Values()
 	for i := range values.Len() {

@@ -57,6 +57,14 @@ const CapHandlePassing uint64 = 1 << 0
 // VERSION_BLOCKED otherwise.
 const CapAnyVersion uint64 = 1 << 17
 
+// CapRefusalCodes is a portier extension of the Hello's capability bits:
+// the client understands the refusal codes portier adds to v1's
+// (CodeDefinitionInvalid, CodeServicesDirUnsafe). Without it the broker
+// answers those causes with the v1 code a running-process client expects
+// (SERVICE_UNKNOWN, INTERNAL), so its replies to v1 clients stay those of
+// a v1 broker.
+const CapRefusalCodes uint64 = 1 << 18
+
 // AnyVersion is the wanted_version sent with CapAnyVersion by a client that
 // accepts every version.
 const AnyVersion = "0.0.0"

@@ -144,21 +144,34 @@ const (
 	ErrorCode_ERROR_INTERNAL             ErrorCode = 7
 	ErrorCode_ERROR_VERSION_BLOCKED      ErrorCode = 8
 	ErrorCode_ERROR_FD_PRESSURE          ErrorCode = 9
+	// portier extensions (32 and up, clear of the range v1 reserves). The
+	// broker sends them only in reply to a Hello that sets capability bit 18
+	// (CAP_PORTIER_REFUSAL_CODES); other clients get the v1 code in
+	// parentheses, with the same reason and details.
+	//
+	// The service's definition file exists but cannot be used: a TOML or
+	// validation error, a file others could write (SERVICE_UNKNOWN).
+	ErrorCode_ERROR_DEFINITION_INVALID ErrorCode = 32
+	// The services directory is refused: a symbolic link, not a directory,
+	// or writable by someone else (INTERNAL).
+	ErrorCode_ERROR_SERVICES_DIR_UNSAFE ErrorCode = 33
 )
 
 // Enum value maps for ErrorCode.
 var (
 	ErrorCode_name = map[int32]string{
-		0: "ERROR_CODE_UNSPECIFIED",
-		1: "ERROR_VERSION_UNSUPPORTED",
-		2: "ERROR_SERVICE_UNKNOWN",
-		3: "ERROR_BACKEND_SPAWN_FAILED",
-		4: "ERROR_RATE_LIMITED",
-		5: "ERROR_SHUTTING_DOWN",
-		6: "ERROR_PEER_REJECTED",
-		7: "ERROR_INTERNAL",
-		8: "ERROR_VERSION_BLOCKED",
-		9: "ERROR_FD_PRESSURE",
+		0:  "ERROR_CODE_UNSPECIFIED",
+		1:  "ERROR_VERSION_UNSUPPORTED",
+		2:  "ERROR_SERVICE_UNKNOWN",
+		3:  "ERROR_BACKEND_SPAWN_FAILED",
+		4:  "ERROR_RATE_LIMITED",
+		5:  "ERROR_SHUTTING_DOWN",
+		6:  "ERROR_PEER_REJECTED",
+		7:  "ERROR_INTERNAL",
+		8:  "ERROR_VERSION_BLOCKED",
+		9:  "ERROR_FD_PRESSURE",
+		32: "ERROR_DEFINITION_INVALID",
+		33: "ERROR_SERVICES_DIR_UNSAFE",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":     0,
@@ -171,6 +184,8 @@ var (
 		"ERROR_INTERNAL":             7,
 		"ERROR_VERSION_BLOCKED":      8,
 		"ERROR_FD_PRESSURE":          9,
+		"ERROR_DEFINITION_INVALID":   32,
+		"ERROR_SERVICES_DIR_UNSAFE":  33,
 	}
 )
 
@@ -822,7 +837,7 @@ const file_portier_v1_envelope_proto_rawDesc = "" +
 	"\x15PAYLOAD_ENCODING_NONE\x10\x00\x12\x19\n" +
 	"\x15PAYLOAD_ENCODING_ZSTD\x10\x01\x12\x1b\n" +
 	"\x17PAYLOAD_ENCODING_SNAPPY\x10\x02\x12\x18\n" +
-	"\x14PAYLOAD_ENCODING_LZ4\x10\x03*\x97\x02\n" +
+	"\x14PAYLOAD_ENCODING_LZ4\x10\x03*\xd4\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_VERSION_UNSUPPORTED\x10\x01\x12\x19\n" +
@@ -833,7 +848,9 @@ const file_portier_v1_envelope_proto_rawDesc = "" +
 	"\x13ERROR_PEER_REJECTED\x10\x06\x12\x12\n" +
 	"\x0eERROR_INTERNAL\x10\a\x12\x19\n" +
 	"\x15ERROR_VERSION_BLOCKED\x10\b\x12\x15\n" +
-	"\x11ERROR_FD_PRESSURE\x10\t\"\x04\b\n" +
+	"\x11ERROR_FD_PRESSURE\x10\t\x12\x1c\n" +
+	"\x18ERROR_DEFINITION_INVALID\x10 \x12\x1d\n" +
+	"\x19ERROR_SERVICES_DIR_UNSAFE\x10!\"\x04\b\n" +
 	"\x10\x14B+Z)github.com/portier/portier/wire/portierv1b\x06proto3"
 
 var (
