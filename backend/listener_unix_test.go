@@ -1079,8 +1079,8 @@ func TestOrphanTimeout(t *testing.T) {
 // TestOfferOfUnusableDescriptorNothingWritten: a descriptor the backend
 // cannot turn into a connection is rejected before anything is written on
 // it, so the client never sees a ready event from a backend that then
-// drops it (DESIGN §3.2: a backend that rejects closes its copy without
-// writing).
+// drops it (a backend that rejects closes its copy without writing, so the
+// client sees EOF and reconnects).
 func TestOfferOfUnusableDescriptorNothingWritten(t *testing.T) {
 	fdcount.Check(t)
 	fb := newFakeBroker(t)

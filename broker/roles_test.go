@@ -210,7 +210,7 @@ func runFakeBackend(ctx context.Context, policy offerPolicy) int {
 					held = append(held, msg.FD)
 				}
 			case offerReject:
-				closeFDIfAny(msg.FD) // nothing written on it (contract 2)
+				closeFDIfAny(msg.FD) // a rejecting backend writes nothing on it
 				o, _ := wire.DecodeHandoffOffer(f.GetPayload())
 				ack, err := wire.NewRequest(wire.ProtocolHandoff, f.GetRequestId(), &pb.HandoffAck{
 					Token: o.GetToken(), Accepted: false, ErrorDetail: "test backend rejects every offer", CorrelationId: o.GetCorrelationId(),

@@ -153,7 +153,7 @@ func runPipeBackend(ctx context.Context, policy winOfferPolicy) int {
 			if policy != offerRejectWin {
 				continue // the handle stays open in this process
 			}
-			// Closed unwritten (contract 2), then the rejection.
+			// Closed unwritten (a rejecting backend never writes), then the rejection.
 			_ = windows.CloseHandle(windows.Handle(o.GetHandleValue()))
 			ack, err := wire.NewRequest(wire.ProtocolHandoff, f.GetRequestId(), &pb.HandoffAck{
 				Token: o.GetToken(), Accepted: false, ErrorDetail: "test backend rejects every offer", CorrelationId: o.GetCorrelationId(),

@@ -20,7 +20,7 @@ import (
 )
 
 // testDeadline bounds every blocking step of a test; tests never rely on it
-// firing (contract 6: nothing waits forever, not even a broken test).
+// firing (nothing waits forever, not even a broken test).
 func testDeadline() time.Time { return time.Now().Add(30 * time.Second) }
 
 func isCloexecErr(fd int) bool {
