@@ -100,9 +100,12 @@ func dialRetry(t *testing.T, sock string) *net.UnixConn {
 // see past) for a backend that takes minutes to start, so the broker parks
 // them all; it does so without a goroutine per Hello (once its connection
 // workers idled out, it runs under 100). Then they all close.
-// Within 1 s the broker (a process of its own) holds no more descriptors
-// than before they came, and it has counted each of them; the backend's
-// start goes on, and a later client is told it is still starting.
+// Long before the backend's start could end (start_timeout is 5 minutes,
+// the wait here 30 s) the broker (a process of its own) holds no more
+// descriptors than before they came, and it has counted each of them; the
+// backend's start goes on, and a later client is told it is still
+// starting. How fast they come back is a speed, measured by `portier
+// bench` (`parked_close` in its --json), not asserted here.
 func TestParkedClientsThatLeaveReleaseTheirSockets(t *testing.T) {
 	t.Parallel()
 	const n = 10000
@@ -190,9 +193,6 @@ func TestParkedClientsThatLeaveReleaseTheirSockets(t *testing.T) {
 	})
 	t.Logf("%d parked clients closed: broker descriptors %d -> %d -> %d, back %s after the last close",
 		n, base, held, procFDs(t, bp.pid()), back.Round(time.Millisecond))
-	if back > time.Second {
-		t.Errorf("broker descriptors back to baseline %s after %d parked clients closed; want within 1s", back.Round(time.Millisecond), n)
-	}
 	text, err := adminMetrics(h.sock)
 	if err != nil {
 		t.Fatal(err)
