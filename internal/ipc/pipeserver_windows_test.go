@@ -18,6 +18,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/portier/portier/internal/handletable"
 	"golang.org/x/sys/windows"
 )
 
@@ -67,18 +68,9 @@ func checkHandles(t *testing.T) {
 // openHandles returns the values of this process's open handles.
 func openHandles(t *testing.T) map[windows.Handle]bool {
 	t.Helper()
-	buf := make([]byte, 16<<20)
-	var n uint32
-	if err := windows.NtQuerySystemInformation(windows.SystemExtendedHandleInformation, unsafe.Pointer(&buf[0]), uint32(len(buf)), &n); err != nil {
-		t.Fatal(err)
-	}
-	const hdr = 2 * unsafe.Sizeof(uintptr(0))
-	entries := unsafe.Slice((*handleEntryEx)(unsafe.Pointer(&buf[hdr])), *(*uintptr)(unsafe.Pointer(&buf[0])))
 	open := map[windows.Handle]bool{}
-	for _, e := range entries {
-		if e.UniqueProcessID == uintptr(os.Getpid()) {
-			open[windows.Handle(e.HandleValue)] = true
-		}
+	if err := handletable.Each(os.Getpid(), func(e *handletable.Entry) { open[windows.Handle(e.HandleValue)] = true }); err != nil {
+		t.Fatal(err)
 	}
 	return open
 }
