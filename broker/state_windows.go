@@ -5,27 +5,14 @@ package broker
 import (
 	"errors"
 	"os"
-	"path/filepath"
-	"strings"
+
+	"github.com/portier/portier/internal/ipc"
 )
 
-// pipePrefix starts every local named pipe's name.
-const pipePrefix = `\\.\pipe\`
-
-// defaultStateDir is %LocalAppData%\portier\<pipe>: a pipe name has no
-// directory to share, and brokers on different pipes (tests, the demo)
-// must not share a state file. The user's profile keeps it private.
+// defaultStateDir is ipc.PipeStateDir: %LocalAppData%\portier\<pipe>.
 func defaultStateDir(socket string) string {
-	d, err := os.UserCacheDir()
-	if err != nil {
-		return ""
-	}
-	name := socket
-	if len(name) >= len(pipePrefix) && strings.EqualFold(name[:len(pipePrefix)], pipePrefix) {
-		name = name[len(pipePrefix):]
-	}
-	name = strings.NewReplacer(`\`, "_", "/", "_", ":", "_").Replace(name)
-	return filepath.Join(d, "portier", name)
+	d, _ := ipc.PipeStateDir(socket) // "" is reported by ensureStateDir
+	return d
 }
 
 // ensureStateDir creates the state directory. Under the user's profile it

@@ -44,6 +44,7 @@ func TestAutoStart(t *testing.T) {
 	for _, how := range []string{"option", "PORTIER_BIN"} {
 		t.Run(how, func(t *testing.T) {
 			fdcount.Check(t)
+			isolateBrokerLog(t)
 			dir := newDir(t)
 			rec := startRecorder(t, dir, "backend")
 			sock := endpointIn(dir, "broker")
@@ -83,6 +84,7 @@ func TestAutoStart(t *testing.T) {
 // gives up after the configured time with ErrBrokerUnavailable.
 func TestAutoStartNeverBinds(t *testing.T) {
 	fdcount.Check(t)
+	isolateBrokerLog(t)
 	dir := newDir(t)
 	t.Setenv(helperEnv, "nobind")
 	exited := waitBrokerExit(t)

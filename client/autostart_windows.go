@@ -4,10 +4,13 @@ package client
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 
+	"github.com/portier/portier/internal/ipc"
 	"golang.org/x/sys/windows"
 )
 
@@ -39,7 +42,21 @@ func startDetached(command func() *exec.Cmd) (*exec.Cmd, error) {
 	return cmd, err
 }
 
-// openBrokerLog: a named pipe has no directory beside it to keep a log in,
-// so the started broker's output goes to the null device, and a broker
-// that fails to come up is reported by its exit status alone.
-func openBrokerLog(string) (*os.File, string, error) { return nil, "", nil }
+// openBrokerLog opens broker.log for appending in the directory the broker
+// keeps its files in (ipc.PipeStateDir: %LocalAppData%\portier\<pipe>),
+// created if missing; the user's profile keeps it private.
+func openBrokerLog(pipe string) (*os.File, string, error) {
+	dir, err := ipc.PipeStateDir(pipe)
+	if err != nil {
+		return nil, "", fmt.Errorf("broker log: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", fmt.Errorf("broker log: %w", err)
+	}
+	path := filepath.Join(dir, brokerLogName)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, "", fmt.Errorf("broker log: %w", err)
+	}
+	return f, path, nil
+}

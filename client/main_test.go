@@ -28,16 +28,18 @@ func TestMain(m *testing.M) {
 }
 
 // runHelper is the fake broker: `serve --socket PATH --log-file
-// DIR/broker.log`, as AutoStart runs it. In mode "broker" it binds PATH,
+// .../broker.log`, as AutoStart runs it. In mode "broker" it binds PATH,
 // answers one Hello with a Negotiated naming $helperPipeEnv (no handoff)
 // and exits. In mode "nobind" it exits at once without binding; in mode
 // "fail" it writes an error to stderr and exits 1. In mode "listen" it
 // binds PATH, says "ready" on stdout and closes every connection
 // unanswered until stdin closes.
 func runHelper(mode string, args []string) int {
-	// AutoStart adds --log-file beside the socket; tests that run the
-	// helper themselves pass the socket alone.
-	autoStarted := len(args) == 5 && args[3] == "--log-file" && args[4] == filepath.Join(filepath.Dir(args[2]), "broker.log")
+	// AutoStart adds --log-file (beside the socket on Unix, in the pipe's
+	// state directory on Windows: the TestAutoStartFailureNamesLog of each
+	// checks where); tests that run the helper themselves pass the socket
+	// alone.
+	autoStarted := len(args) == 5 && args[3] == "--log-file" && filepath.Base(args[4]) == "broker.log"
 	if len(args) < 3 || args[0] != "serve" || args[1] != "--socket" || (len(args) != 3 && !autoStarted) {
 		fmt.Fprintf(os.Stderr, "helper: unexpected arguments %q\n", args)
 		return 2

@@ -33,3 +33,7 @@ func endpointIn(dir, name string) string { return filepath.Join(dir, name+".sock
 func listenAt(path string) (net.Listener, error) { return net.Listen("unix", path) }
 
 func dialTest(path string) (net.Conn, error) { return net.Dial("unix", path) }
+
+// isolateBrokerLog: on Unix an auto-started broker logs beside its socket,
+// which each test's directory holds already.
+func isolateBrokerLog(testing.TB) {}

@@ -64,3 +64,7 @@ func staleEndpoint(t *testing.T, dir string) string {
 	t.Cleanup(func() { _ = windows.CloseHandle(cli) })
 	return name
 }
+
+// isolateBrokerLog points %LocalAppData%, where an auto-started broker's log
+// goes, at a directory of the test's own.
+func isolateBrokerLog(t *testing.T) { t.Setenv("LOCALAPPDATA", t.TempDir()) }

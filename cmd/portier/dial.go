@@ -18,8 +18,8 @@ func init() {
 			"connection to stdout until the backend closes it; the end of stdin half-closes the connection. A\n" +
 			"named pipe (Windows) cannot be half-closed: there dial stops once stdin has ended and the backend\n" +
 			"has been silent for --eof-wait. With --auto-start it starts the broker when none runs (its log:\n" +
-			"broker.log beside the socket). Exits 1 when the connection was cut: reset, or closed by the backend\n" +
-			"before the end of stdin.",
+			"broker.log beside the socket, or in %LocalAppData%\\portier\\<pipe name> on Windows). Exits 1\n" +
+			"when the connection was cut: reset, or closed by the backend before the end of stdin.",
 		example: "echo hello | portier dial echo -v\nportier dial echo --auto-start --version 1.0.0"})
 }
 
