@@ -1,8 +1,8 @@
 // Package portiertest starts a real portier broker inside a test, with the
 // service definitions the test gives it, in the spirit of net/http/httptest:
-// NewBroker returns a broker listening on a socket in a fresh temporary
-// directory and stops it, its backends and the directory when the test
-// ends.
+// NewBroker returns a broker listening on a fresh endpoint, with its files
+// in a fresh temporary directory, and stops it, its backends and the
+// directory when the test ends.
 //
 // Nothing is faked: clients dial a real socket, the broker starts real
 // backend processes and hands connections to them. A backend needs an
@@ -23,5 +23,7 @@
 //		...
 //	}
 //
-// The broker runs on Linux and macOS; so does this package.
+// It runs wherever the broker does: Linux, macOS and Windows (a named pipe
+// there, and connections without half-close: end a request some other way
+// than CloseWrite).
 package portiertest

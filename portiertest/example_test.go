@@ -1,8 +1,7 @@
-//go:build unix
-
 package portiertest_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -30,17 +29,25 @@ func TestMain(m *testing.M) {
 	if g := os.Getenv("GORACE"); !strings.Contains(g, "atexit_sleep_ms") {
 		os.Setenv("GORACE", strings.TrimSpace(g+" atexit_sleep_ms=0"))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, leakOptions...)
 }
 
 // serveEcho is a portier backend that echoes each connection back.
 func serveEcho(ctx context.Context) error { return serve(ctx, func(c net.Conn) { io.Copy(c, c) }) }
 
-// serveUpper answers each connection with its input in upper case.
+// serveUpper answers each line with the line in upper case.
 func serveUpper(ctx context.Context) error {
 	return serve(ctx, func(c net.Conn) {
-		b, _ := io.ReadAll(c)
-		c.Write([]byte(strings.ToUpper(string(b))))
+		r := bufio.NewReader(c)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			if _, err := io.WriteString(c, strings.ToUpper(line)); err != nil {
+				return
+			}
+		}
 	})
 }
 
@@ -82,9 +89,10 @@ func Example() {
 		return
 	}
 	defer c.Close()
-	io.WriteString(c, "hello through portier")
-	c.CloseWrite()
-	reply, _ := io.ReadAll(c)
+	const msg = "hello through portier"
+	io.WriteString(c, msg)
+	reply := make([]byte, len(msg))
+	io.ReadFull(c, reply)
 	fmt.Println(string(reply))
 	// Output: hello through portier
 }

@@ -1,5 +1,3 @@
-//go:build unix
-
 package portiertest
 
 import (
@@ -114,12 +112,14 @@ func (s Service) definition() (string, error) {
 
 // Broker is a running broker and its temporary directory.
 type Broker struct {
-	// Socket is the broker's endpoint; pass it to clients with
-	// client.Socket, or use Dial.
+	// Socket is the broker's endpoint (a Unix socket in Dir, a named
+	// pipe of its own on Windows); pass it to clients with client.Socket,
+	// or use Dial.
 	Socket string
 	// ServicesDir holds the definitions; Define adds or replaces one.
 	ServicesDir string
-	// Dir is the temporary directory holding both, removed by Close.
+	// Dir is the temporary directory holding them (and on Windows the
+	// broker's state), removed by Close.
 	Dir string
 
 	stop      context.CancelFunc
@@ -157,7 +157,7 @@ func StartBroker(log *slog.Logger, services ...Service) (*Broker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("portiertest: %w", err)
 	}
-	b := &Broker{Dir: dir, Socket: filepath.Join(dir, "run", "broker.sock"), ServicesDir: filepath.Join(dir, "services")}
+	b := &Broker{Dir: dir, Socket: endpoint(dir), ServicesDir: filepath.Join(dir, "services")}
 	fail := func(err error) (*Broker, error) {
 		os.RemoveAll(dir)
 		return nil, err
@@ -170,7 +170,8 @@ func StartBroker(log *slog.Logger, services ...Service) (*Broker, error) {
 			return fail(err)
 		}
 	}
-	bk, err := broker.New(broker.Config{Socket: b.Socket, ServicesDir: b.ServicesDir, Logger: log, StopBackendsOnExit: true})
+	bk, err := broker.New(broker.Config{Socket: b.Socket, ServicesDir: b.ServicesDir, StateDir: stateDir(dir),
+		Logger: log, StopBackendsOnExit: true})
 	if err != nil {
 		return fail(fmt.Errorf("portiertest: %w", err))
 	}
@@ -211,8 +212,8 @@ func (b *Broker) Dial(ctx context.Context, service string, opts ...client.Option
 	return client.Dial(ctx, service, append([]client.Option{client.Socket(b.Socket)}, opts...)...)
 }
 
-// Close stops the broker and its backends (quiesce, then SIGKILL after
-// the broker's shutdown grace) and removes the temporary directory. It is
+// Close stops the broker and its backends (quiesce, then SIGKILL, or on
+// Windows the end of their job object, after the broker's shutdown grace) and removes the temporary directory. It is
 // safe to call more than once.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
