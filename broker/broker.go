@@ -214,8 +214,8 @@ func New(cfg Config) (*Broker, error) {
 func (b *Broker) Listening() <-chan struct{} { return b.listening }
 
 // Serve binds the socket (singleton), or adopts Config.Listener, re-adopts
-// backends recorded by a previous broker and serves until ctx is done. Then it stops accepting,
-// answers Hellos already read with SHUTTING_DOWN, waits for in-flight
+// backends recorded by a previous broker and serves until ctx is done. Then it stops accepting
+// (answering the clients queued on the socket first), answers Hellos already read with SHUTTING_DOWN, waits for in-flight
 // handoffs (at most ShutdownGrace) and returns nil, leaving backends running
 // for the next broker. A live broker on the socket yields ErrAlreadyRunning.
 func (b *Broker) Serve(ctx context.Context) error {
@@ -259,6 +259,7 @@ func (b *Broker) Serve(ctx context.Context) error {
 	}
 	b.shutting.Store(true)
 	b.log.Info("broker shutting down")
+	b.drainQueued(ln)
 	ln.Close()
 	<-acceptDone
 	close(b.idleStop) // idle connection workers exit; busy ones finish first

@@ -6,7 +6,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -449,5 +452,69 @@ func TestIdleBackendQuiescedThenRespawned(t *testing.T) {
 	}
 	if second := h.onlyBackend(); second.GetPid() == first.GetPid() {
 		t.Fatalf("same pid %d after the idle quiesce", first.GetPid())
+	}
+}
+
+// TestStoppingBrokerAnswersQueuedClients: clients that connected while the
+// broker could not accept them (it is stopped with SIGSTOP here, as a
+// busy broker would leave them queued) and sent their Hello are answered
+// when it then stops: SHUTTING_DOWN with a retry delay, or served if it
+// took them before it began to stop; none is reset without a reply. After
+// the broker is gone its socket is too, so a new client finds no broker.
+func TestStoppingBrokerAnswersQueuedClients(t *testing.T) {
+	const n = 64
+	h := newProcHarness(t)
+	h.define("echo", "1.0.0", "echo", "")
+	p := startBrokerProc(t, h)
+	eventually(t, 10*time.Second, "the broker to answer", func() bool { _, err := adminStatus(h.sock); return err == nil })
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	hello := rawHello(t, nil, nil)
+	conns := make([]*net.UnixConn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: h.sock, Net: "unix"})
+		if err != nil {
+			t.Fatalf("connect %d to a stopped broker: %v", len(conns), err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	served, refused := 0, 0
+	for i, c := range conns {
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		f, err := wire.ReadFrame(c, wire.MaxBody)
+		if err != nil {
+			t.Fatalf("queued client %d got no reply: %v", i, err)
+		}
+		hr := helloReplyOf(t, f)
+		switch r := hr.GetRefused(); {
+		case hr.GetNegotiated() != nil:
+			served++
+		case r.GetCode() == pb.ErrorCode_ERROR_SHUTTING_DOWN && r.GetRetryAfterMs() > 0:
+			refused++
+		default:
+			t.Fatalf("queued client %d: %v, want Negotiated or SHUTTING_DOWN with a retry delay", i, hr)
+		}
+	}
+	t.Logf("%d queued clients: %d served, %d refused SHUTTING_DOWN", n, served, refused)
+	if code, ok := p.waitExit(10 * time.Second); !ok || code != 0 {
+		t.Fatalf("broker after SIGTERM: exited=%t code=%d", ok, code)
+	}
+	if _, err := os.Lstat(h.sock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the stopped broker's socket: %v, want it removed", err)
 	}
 }

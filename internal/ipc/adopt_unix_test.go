@@ -35,8 +35,8 @@ func boundElsewhere(t *testing.T, path string) *net.UnixListener {
 }
 
 // TestAdoptSingleton: an adopted socket serves, holds the singleton lock
-// (a second broker is refused), and Close leaves the socket file to its
-// owner, which still accepts connections.
+// (a second broker is refused), and StopNewClients and Close leave the
+// socket file to its owner, which still accepts connections.
 func TestAdoptSingleton(t *testing.T) {
 	path := sockPath(t)
 	l, err := AdoptSingleton(boundElsewhere(t, path))
@@ -59,6 +59,10 @@ func TestAdoptSingleton(t *testing.T) {
 
 	if _, err := ListenSingleton(path); !errors.Is(err, ErrAlreadyRunning) {
 		t.Errorf("ListenSingleton beside an adopted socket = %v, want ErrAlreadyRunning", err)
+	}
+	// Stopping, the adopter leaves the file (and the queue) to its owner.
+	if removed, err := l.StopNewClients(); removed || err != nil {
+		t.Errorf("StopNewClients on an adopted socket = %v, %v; want it left alone", removed, err)
 	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)

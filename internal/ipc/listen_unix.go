@@ -219,35 +219,60 @@ func (l *Listener) AcceptUnix() (*net.UnixConn, error) { return l.ul.AcceptUnix(
 // It polls on its own thread: Go's poller does not wait for readiness on a
 // listener except inside Accept.
 func (l *Listener) WaitPending() error {
-	rc, err := l.ul.SyscallConn()
-	if err != nil {
-		return err
-	}
 	for {
-		var (
-			pending bool
-			perr    error
-		)
-		err := rc.Control(func(fd uintptr) {
-			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, err := unix.Poll(fds, int(pendingPoll/time.Millisecond))
-			switch {
-			case errors.Is(err, unix.EINTR):
-			case err != nil:
-				perr = fmt.Errorf("ipc: poll listener: %w", err)
-			default:
-				pending = n > 0
-			}
-		})
-		switch {
-		case err != nil:
+		pending, err := l.poll(pendingPoll)
+		if err != nil || pending {
 			return err
-		case perr != nil:
-			return perr
-		case pending:
-			return nil
 		}
 	}
+}
+
+// Pending reports, without waiting and without accepting, whether a
+// connection is queued for AcceptUnix.
+func (l *Listener) Pending() (bool, error) { return l.poll(0) }
+
+// poll waits at most d for a queued connection.
+func (l *Listener) poll(d time.Duration) (bool, error) {
+	rc, err := l.ul.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	var (
+		pending bool
+		perr    error
+	)
+	err = rc.Control(func(fd uintptr) {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(d/time.Millisecond))
+		switch {
+		case errors.Is(err, unix.EINTR):
+		case err != nil:
+			perr = fmt.Errorf("ipc: poll listener: %w", err)
+		default:
+			pending = n > 0
+		}
+	})
+	if err != nil {
+		return false, err
+	}
+	return pending, perr
+}
+
+// StopNewClients removes the socket file, if this listener owns it and it
+// is still the one it bound, so that no new client can connect while the
+// clients already queued can still be accepted. It reports whether it
+// removed the file: a listener that does not own its path (adopted from a
+// service manager) leaves the file, and its queue, to the next server.
+// Close then has no file left to remove; it still releases the lock, which
+// keeps a successor from binding the path meanwhile.
+func (l *Listener) StopNewClients() (bool, error) {
+	if !l.stillOurs() {
+		return false, nil
+	}
+	if err := os.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("ipc: remove socket: %w", err)
+	}
+	return true, nil
 }
 
 // pendingPoll is how long one poll of WaitPending waits before it looks

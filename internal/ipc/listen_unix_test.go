@@ -453,3 +453,53 @@ func TestWaitPending(t *testing.T) {
 		t.Fatal("WaitPending did not return after Close")
 	}
 }
+
+// TestStopNewClients: with the socket file gone no client can connect, a
+// client that had connected is still queued (Pending) and acceptable, and
+// Close afterwards succeeds and releases the lock.
+func TestStopNewClients(t *testing.T) {
+	fdcount.Check(t)
+	path := sockPath(t)
+	l, err := ListenSingleton(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if pending, err := l.Pending(); err != nil || pending {
+		t.Fatalf("Pending with nothing queued: %v, %v", pending, err)
+	}
+	queued, err := Dial(dialCtx(t), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+	if pending, err := l.Pending(); err != nil || !pending {
+		t.Fatalf("Pending with a client queued: %v, %v", pending, err)
+	}
+	if removed, err := l.StopNewClients(); err != nil || !removed {
+		t.Fatalf("StopNewClients: %v, %v", removed, err)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("socket file after StopNewClients: %v", err)
+	}
+	if c, err := Dial(dialCtx(t), path); err == nil {
+		c.Close()
+		t.Fatal("a new client connected after StopNewClients")
+	}
+	ac, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatalf("accept the queued client: %v", err)
+	}
+	ac.Close()
+	if pending, err := l.Pending(); err != nil || pending {
+		t.Fatalf("Pending after the queue was taken: %v, %v", pending, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := ListenSingleton(path)
+	if err != nil {
+		t.Fatalf("after Close: %v", err)
+	}
+	l2.Close()
+}
