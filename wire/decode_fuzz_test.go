@@ -1,6 +1,7 @@
 package wire_test
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
@@ -104,6 +105,37 @@ func FuzzDecodeHelloReply(f *testing.F) {
 	})
 }
 
+// FuzzDecodeZeroRTTOffer: an accepted 0-RTT offer carries a valid offer
+// and, as its hello_reply, exactly one control RESPONSE frame within the
+// Hello cap whose Negotiated announces that very handoff.
+func FuzzDecodeZeroRTTOffer(f *testing.F) {
+	f.Fuzz(func(t *testing.T, payload []byte) {
+		m, err := wire.DecodeZeroRTTOffer(payload)
+		if !checkDecoded(t, wire.DecodeZeroRTTOffer, m, err) {
+			return
+		}
+		o := m.GetOffer()
+		if len(o.GetToken()) != wire.TokenLen || !wire.ValidServiceName(o.GetServiceName()) || o.GetCorrelationId() == 0 {
+			t.Fatalf("accepted an invalid offer: %v", o)
+		}
+		b := m.GetHelloReply()
+		n, err := wire.ParseHeader(b[:wire.HeaderLen], wire.MaxHelloBody)
+		if err != nil || n != len(b)-wire.HeaderLen {
+			t.Fatalf("accepted a hello_reply that is not one frame: %x (%v)", b, err)
+		}
+		fr, err := wire.DecodeFrame(b[wire.HeaderLen:])
+		if err != nil || fr.GetKind() != pb.FrameKind_FRAME_KIND_RESPONSE || fr.GetPayloadProtocol() != wire.ProtocolControl {
+			t.Fatalf("accepted a hello_reply that is not a control RESPONSE: %v (%v)", fr, err)
+		}
+		r, err := wire.DecodeHelloReply(fr.GetPayload())
+		neg := r.GetNegotiated()
+		if err != nil || neg == nil || neg.GetConnectionId() != o.GetCorrelationId() ||
+			!bytes.Equal(neg.GetHandlePassedToken(), o.GetToken()) || neg.GetServerCapabilities()&wire.CapHandlePassing == 0 {
+			t.Fatalf("accepted a hello_reply that does not announce this handoff: %v (%v)", r, err)
+		}
+	})
+}
+
 // decodeFuzzSeeds are the committed seeds of the targets above: every
 // sample of their message, and one input per rule.
 func decodeFuzzSeeds() []fuzzSeed {
@@ -122,6 +154,8 @@ func decodeFuzzSeeds() []fuzzSeed {
 			target = "FuzzDecodeAdminResponse"
 		case *pb.HelloReply:
 			target = "FuzzDecodeHelloReply"
+		case *pb.ZeroRttOffer:
+			target = "FuzzDecodeZeroRTTOffer"
 		default:
 			continue
 		}
@@ -155,6 +189,39 @@ func decodeFuzzSeeds() []fuzzSeed {
 	add("FuzzDecodeHelloReply", "empty", []byte{})
 	add("FuzzDecodeHelloReply", "malformed", sampleNamed("hello_reply_negotiated").frame.GetPayload()[:11])
 	add("FuzzDecodeHelloReply", "invalid-utf8", []byte{0x12, 0x03, 0x0a, 0x01, 0xff})
+	zeroRTT := func(mod func(z *pb.ZeroRttOffer, neg *pb.Negotiated, reply *pb.Frame)) []byte {
+		z := proto.Clone(sampleNamed("handoff_offer_0rtt").msg).(*pb.ZeroRttOffer)
+		reply := proto.Clone(sampleNamed("hello_reply_negotiated").frame).(*pb.Frame)
+		hr := proto.Clone(sampleNamed("hello_reply_negotiated").msg).(*pb.HelloReply)
+		mod(z, hr.GetNegotiated(), reply)
+		if z.HelloReply != nil {
+			reply.Payload = must(wire.Marshal(hr))
+			z.HelloReply = must(wire.EncodeFrame(reply))
+		}
+		return must(wire.Marshal(z))
+	}
+	add("FuzzDecodeZeroRTTOffer", "empty", []byte{})
+	add("FuzzDecodeZeroRTTOffer", "malformed", sampleNamed("handoff_offer_0rtt").frame.GetPayload()[:9])
+	add("FuzzDecodeZeroRTTOffer", "no-offer", zeroRTT(func(z *pb.ZeroRttOffer, _ *pb.Negotiated, _ *pb.Frame) { z.Offer = nil }))
+	add("FuzzDecodeZeroRTTOffer", "short-token", zeroRTT(func(z *pb.ZeroRttOffer, _ *pb.Negotiated, _ *pb.Frame) { z.Offer.Token = tok[:15] }))
+	add("FuzzDecodeZeroRTTOffer", "no-reply", zeroRTT(func(z *pb.ZeroRttOffer, _ *pb.Negotiated, _ *pb.Frame) { z.HelloReply = nil }))
+	add("FuzzDecodeZeroRTTOffer", "reply-not-response", zeroRTT(func(_ *pb.ZeroRttOffer, _ *pb.Negotiated, f *pb.Frame) { f.Kind = pb.FrameKind_FRAME_KIND_EVENT }))
+	add("FuzzDecodeZeroRTTOffer", "reply-other-protocol", zeroRTT(func(_ *pb.ZeroRttOffer, _ *pb.Negotiated, f *pb.Frame) { f.PayloadProtocol = wire.ProtocolHandoff }))
+	add("FuzzDecodeZeroRTTOffer", "reply-no-handoff", zeroRTT(func(_ *pb.ZeroRttOffer, n *pb.Negotiated, _ *pb.Frame) { n.ServerCapabilities = 0 }))
+	add("FuzzDecodeZeroRTTOffer", "reply-other-connection", zeroRTT(func(_ *pb.ZeroRttOffer, n *pb.Negotiated, _ *pb.Frame) { n.ConnectionId = 2 }))
+	add("FuzzDecodeZeroRTTOffer", "reply-other-token", zeroRTT(func(_ *pb.ZeroRttOffer, n *pb.Negotiated, _ *pb.Frame) {
+		n.HandlePassedToken = []byte("tok-0123456789ac")
+	}))
+	refusedReply := must(wire.EncodeFrame(sampleNamed("hello_reply_refused").frame))
+	add("FuzzDecodeZeroRTTOffer", "reply-refused", must(wire.Marshal(&pb.ZeroRttOffer{
+		Offer: sampleNamed("handoff_offer").msg.(*pb.HandoffOffer), HelloReply: refusedReply})))
+	negReply := must(wire.EncodeFrame(sampleNamed("hello_reply_negotiated").frame))
+	add("FuzzDecodeZeroRTTOffer", "reply-trailing-bytes", must(wire.Marshal(&pb.ZeroRttOffer{
+		Offer: sampleNamed("handoff_offer").msg.(*pb.HandoffOffer), HelloReply: cat(negReply, []byte{0x01})})))
+	add("FuzzDecodeZeroRTTOffer", "reply-truncated", must(wire.Marshal(&pb.ZeroRttOffer{
+		Offer: sampleNamed("handoff_offer").msg.(*pb.HandoffOffer), HelloReply: negReply[:len(negReply)-1]})))
+	add("FuzzDecodeZeroRTTOffer", "reply-over-cap", must(wire.Marshal(&pb.ZeroRttOffer{
+		Offer: sampleNamed("handoff_offer").msg.(*pb.HandoffOffer), HelloReply: cat(header(wire.MaxHelloBody+1), make([]byte, wire.MaxHelloBody+1))})))
 	return seeds
 }
 
@@ -166,12 +233,17 @@ func TestDecodeRules(t *testing.T) {
 		"FuzzDecodeAdminRequest":   func(b []byte) error { _, err := wire.DecodeAdminRequest(b); return err },
 		"FuzzDecodeAdminResponse":  func(b []byte) error { _, err := wire.DecodeAdminResponse(b); return err },
 		"FuzzDecodeHelloReply":     func(b []byte) error { _, err := wire.DecodeHelloReply(b); return err },
+		"FuzzDecodeZeroRTTOffer":   func(b []byte) error { _, err := wire.DecodeZeroRTTOffer(b); return err },
 	}
 	fields := map[string]string{
 		"bad-service": "service_name", "bad-version": "version", "no-endpoint": "endpoint", "long-endpoint": "endpoint",
 		"no-secret": "spawn_secret", "long-secret": "spawn_secret",
 		"stop-bad-service": "service_name", "stop-no-service": "service_name", "restart-bad-service": "service_name",
 		"logs-bad-service": "service_name", "logs-bad-version": "version",
+		"no-offer": "offer", "short-token": "token", "no-reply": "hello_reply", "reply-not-response": "hello_reply",
+		"reply-other-protocol": "hello_reply", "reply-no-handoff": "hello_reply", "reply-other-connection": "hello_reply",
+		"reply-other-token": "hello_reply", "reply-refused": "hello_reply", "reply-trailing-bytes": "hello_reply",
+		"reply-truncated": "hello_reply", "reply-over-cap": "hello_reply",
 	}
 	accepted := map[string]bool{"logs-no-version": true}
 	for _, s := range decodeFuzzSeeds() {

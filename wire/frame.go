@@ -35,19 +35,29 @@ const (
 	ProtocolIdentity       uint32 = 0xB232 // backend identity probe
 	ProtocolHandoff        uint32 = 0xD0FF // HandoffOffer, HandoffAck, ready event
 	ProtocolBackendControl uint32 = 0xF001 // portier backend registration, quiesce
+	ProtocolZeroRTTOffer   uint32 = 0xF002 // portier's 0-RTT handoff offer (ZeroRttOffer)
 )
 
 // CapHandlePassing is capability bit 0: the client adopts handed-off
 // connections (Hello) / the broker will attempt a handoff (Negotiated).
 const CapHandlePassing uint64 = 1 << 0
 
-// CapAnyVersion is a portier extension of the Hello's capability bits
-// (extensions use bit 16 and up, which a running-process v1 broker ignores;
-// bit 16 is kept for 0-RTT handoffs). It turns wanted_version from the
-// version the client wants into the lowest version it accepts: a portier
-// broker then serves whatever version the service definition names, provided
-// it is at least wanted_version, and does not apply the definition's
-// min_version or allow_versions (they judge clients that name a version).
+// CapZeroRTT (CAP_PORTIER_0RTT) is a portier extension of the Hello's
+// capability bits (extensions use bit 16 and up, which a running-process v1
+// broker ignores), sent together with CapHandlePassing. It says that the
+// client answers a connection that ends before any HelloReply arrived with
+// a fresh Hello without either bit, so a portier broker may let the
+// backend write Negotiated and the handoff-ready event together (a 0-RTT
+// handoff: the broker writes nothing to the client). Without it the broker
+// writes Negotiated itself before it sends the offer.
+const CapZeroRTT uint64 = 1 << 16
+
+// CapAnyVersion is a portier extension of the Hello's capability bits. It
+// turns wanted_version from the version the client wants into the lowest
+// version it accepts: a portier broker then serves whatever version the
+// service definition names, provided it is at least wanted_version, and
+// does not apply the definition's min_version or allow_versions (they judge
+// clients that name a version).
 //
 // v1 requires a wanted_version in every Hello and has no value meaning "any
 // version", so portier's client sends this bit with wanted_version "0.0.0"

@@ -125,6 +125,11 @@ func samples() []sample {
 	offerFrame := must(wire.NewRequest(wire.ProtocolHandoff, 1, offer))
 	offerFrame.Traceparent, offerFrame.Tracestate = sampleTraceparent, sampleTracestate
 	offerWin := &pb.HandoffOffer{HandleValue: 0x1a4, Token: tok, ServiceName: "echo", CorrelationId: 2}
+	// The 0-RTT offer carries the HelloReply of the negotiated sample, which
+	// announces this handoff (connection 1, the sample token).
+	zeroRTT := &pb.ZeroRttOffer{Offer: offer, HelloReply: must(wire.EncodeFrame(must(wire.NewResponse(helloFrame, wire.ProtocolControl, negotiated))))}
+	zeroRTTFrame := must(wire.NewRequest(wire.ProtocolZeroRTTOffer, 1, zeroRTT))
+	zeroRTTFrame.DeadlineUnixMs = 1_700_000_000_000
 	ack := &pb.HandoffAck{Token: tok, Accepted: true, CorrelationId: 1}
 	nack := &pb.HandoffAck{Token: tok, ErrorDetail: "backend is quiescing", CorrelationId: 1}
 
@@ -242,6 +247,7 @@ func samples() []sample {
 		{name: "hello_reply_refused", what: "HelloReply{refused: SERVICE_UNKNOWN, details with one entry, retry 250ms}", frame: must(wire.NewResponse(helloFrame, wire.ProtocolControl, refused)), msg: refused},
 		{name: "handoff_offer", what: "HandoffOffer (Unix: handle_value 0) with trace context", frame: offerFrame, msg: offer},
 		{name: "handoff_offer_windows", what: "HandoffOffer with a Windows handle value", frame: must(wire.NewRequest(wire.ProtocolHandoff, 2, offerWin)), msg: offerWin},
+		{name: "handoff_offer_0rtt", what: "ZeroRttOffer (payload protocol 0xF002) carrying the hello_reply_negotiated frame, with the offer's deadline", frame: zeroRTTFrame, msg: zeroRTT},
 		{name: "handoff_ack", what: "HandoffAck accepted, RESPONSE to the offer sample", frame: must(wire.NewResponse(offerFrame, wire.ProtocolHandoff, ack)), msg: ack},
 		{name: "handoff_ack_rejected", what: "HandoffAck not accepted, with error_detail", frame: must(wire.NewResponse(offerFrame, wire.ProtocolHandoff, nack)), msg: nack},
 		{name: "handoff_ready_event", what: "handoff-ready EVENT on the client connection, request_id = connection_id", frame: must(wire.NewEvent(wire.ProtocolHandoff, 1, ack, offerFrame)), msg: ack},

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"crypto/subtle"
 	"fmt"
 	"strings"
 	"time"
@@ -200,6 +201,10 @@ func DecodeHandoffOffer(payload []byte) (*pb.HandoffOffer, error) {
 	if err := proto.Unmarshal(payload, o); err != nil {
 		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "malformed HandoffOffer: " + err.Error()}
 	}
+	return checkHandoffOffer(o)
+}
+
+func checkHandoffOffer(o *pb.HandoffOffer) (*pb.HandoffOffer, error) {
 	if len(o.GetToken()) != TokenLen {
 		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Field: "token",
 			Reason: fmt.Sprintf("handoff token is %d bytes; it must be exactly %d", len(o.GetToken()), TokenLen)}
@@ -213,6 +218,73 @@ func DecodeHandoffOffer(payload []byte) (*pb.HandoffOffer, error) {
 			Reason: "offer correlation_id must be the non-zero connection id"}
 	}
 	return o, nil
+}
+
+// DecodeZeroRTTOffer unmarshals and validates a 0-RTT offer (payload
+// protocol 0xF002): its offer as DecodeHandoffOffer does, and its
+// hello_reply as exactly one frame of at most MaxHelloBody bytes whose body
+// is a control RESPONSE carrying a Negotiated that announces this handoff:
+// CAP_HANDLE_PASSING, the offer's token and its correlation id as
+// connection_id. So a backend writes nothing a client could take for
+// another connection's reply. Errors are *Violation.
+func DecodeZeroRTTOffer(payload []byte) (*pb.ZeroRttOffer, error) {
+	z := new(pb.ZeroRttOffer)
+	if err := proto.Unmarshal(payload, z); err != nil {
+		return nil, &Violation{Code: pb.ErrorCode_ERROR_PEER_REJECTED, Reason: "malformed ZeroRttOffer: " + err.Error()}
+	}
+	if z.GetOffer() == nil {
+		return nil, rejected("offer", "0-RTT offer carries no HandoffOffer")
+	}
+	o, err := checkHandoffOffer(z.GetOffer())
+	if err != nil {
+		return nil, err
+	}
+	neg, err := replyNegotiated(z.GetHelloReply())
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case neg.GetServerCapabilities()&CapHandlePassing == 0:
+		return nil, rejected("hello_reply", "the 0-RTT offer's Negotiated does not announce a handoff")
+	case neg.GetConnectionId() != o.GetCorrelationId():
+		return nil, rejected("hello_reply", "the 0-RTT offer's Negotiated is for connection %d, the offer for %d",
+			neg.GetConnectionId(), o.GetCorrelationId())
+	case subtle.ConstantTimeCompare(neg.GetHandlePassedToken(), o.GetToken()) != 1:
+		return nil, rejected("hello_reply", "the 0-RTT offer's Negotiated carries another token than the offer")
+	}
+	return z, nil
+}
+
+// replyNegotiated checks that b is one complete HelloReply frame carrying
+// a Negotiated, and returns it.
+func replyNegotiated(b []byte) (*pb.Negotiated, error) {
+	if len(b) < HeaderLen {
+		return nil, rejected("hello_reply", "hello_reply is %d bytes, shorter than a frame header", len(b))
+	}
+	n, err := ParseHeader(b[:HeaderLen], MaxHelloBody)
+	if err != nil {
+		return nil, rejected("hello_reply", "hello_reply: %v", err)
+	}
+	if n != len(b)-HeaderLen {
+		return nil, rejected("hello_reply", "hello_reply's header announces %d body bytes, it has %d", n, len(b)-HeaderLen)
+	}
+	f, err := DecodeFrame(b[HeaderLen:])
+	if err != nil {
+		return nil, rejected("hello_reply", "hello_reply: %v", err)
+	}
+	if f.GetKind() != pb.FrameKind_FRAME_KIND_RESPONSE || f.GetPayloadProtocol() != ProtocolControl {
+		return nil, rejected("hello_reply", "hello_reply is a %s frame of payload protocol 0x%04x, not a control RESPONSE",
+			f.GetKind(), f.GetPayloadProtocol())
+	}
+	r, err := DecodeHelloReply(f.GetPayload())
+	if err != nil {
+		return nil, err
+	}
+	neg := r.GetNegotiated()
+	if neg == nil {
+		return nil, rejected("hello_reply", "hello_reply is not a Negotiated")
+	}
+	return neg, nil
 }
 
 // DecodeHandoffAck unmarshals a HandoffAck payload (an ACK on the control

@@ -170,6 +170,10 @@ type Register struct {
 	SpawnSecret []byte `protobuf:"bytes,5,opt,name=spawn_secret,json=spawnSecret,proto3" json:"spawn_secret,omitempty"`
 	// True when the backend accepts handoff offers on this connection.
 	HandoffCapable bool `protobuf:"varint,6,opt,name=handoff_capable,json=handoffCapable,proto3" json:"handoff_capable,omitempty"`
+	// True when it also accepts 0-RTT offers (ZeroRttOffer, payload protocol
+	// 0xF002): it writes the HelloReply the offer carries and the ready event
+	// in one write. A broker sends them only to a backend that says so.
+	ZeroRttCapable bool `protobuf:"varint,7,opt,name=zero_rtt_capable,json=zeroRttCapable,proto3" json:"zero_rtt_capable,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -242,6 +246,13 @@ func (x *Register) GetSpawnSecret() []byte {
 func (x *Register) GetHandoffCapable() bool {
 	if x != nil {
 		return x.HandoffCapable
+	}
+	return false
+}
+
+func (x *Register) GetZeroRttCapable() bool {
+	if x != nil {
+		return x.ZeroRttCapable
 	}
 	return false
 }
@@ -456,14 +467,15 @@ const file_portier_v1_backend_proto_rawDesc = "" +
 	"unregister\x18\x04 \x01(\v2\x16.portier.v1.UnregisterH\x00R\n" +
 	"unregister\x12K\n" +
 	"\x11connection_report\x18\x05 \x01(\v2\x1c.portier.v1.ConnectionReportH\x00R\x10connectionReportB\x05\n" +
-	"\x03msg\"\xc1\x01\n" +
+	"\x03msg\"\xeb\x01\n" +
 	"\bRegister\x12!\n" +
 	"\fservice_name\x18\x01 \x01(\tR\vserviceName\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x10\n" +
 	"\x03pid\x18\x03 \x01(\rR\x03pid\x12\x1a\n" +
 	"\bendpoint\x18\x04 \x01(\tR\bendpoint\x12!\n" +
 	"\fspawn_secret\x18\x05 \x01(\fR\vspawnSecret\x12'\n" +
-	"\x0fhandoff_capable\x18\x06 \x01(\bR\x0ehandoffCapable\"n\n" +
+	"\x0fhandoff_capable\x18\x06 \x01(\bR\x0ehandoffCapable\x12(\n" +
+	"\x10zero_rtt_capable\x18\a \x01(\bR\x0ezeroRttCapable\"n\n" +
 	"\rRegisterReply\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\bR\baccepted\x12)\n" +
 	"\x04code\x18\x02 \x01(\x0e2\x15.portier.v1.ErrorCodeR\x04code\x12\x16\n" +
