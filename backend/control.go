@@ -86,6 +86,7 @@ func (l *Listener) register(ctx context.Context) (*control, error) {
 		Endpoint:       l.env.Endpoint,
 		SpawnSecret:    l.env.Secret,
 		HandoffCapable: l.opts.handoff,
+		ZeroRttCapable: l.opts.handoff && !l.opts.noZeroRTT,
 	}
 	f, err := wire.NewRequest(wire.ProtocolBackendControl, 1, &pb.BackendControl{Msg: &pb.BackendControl_Register{Register: reg}})
 	if err == nil {

@@ -63,6 +63,7 @@ type options struct {
 	logger          *slog.Logger
 	queue           int
 	handoff         bool
+	noZeroRTT       bool
 	registerTimeout time.Duration
 	orphanTimeout   time.Duration
 }
@@ -83,6 +84,15 @@ func QueueSize(n int) Option { return func(o *options) { o.queue = n } }
 // NoHandoff registers without the handoff capability: every client reaches
 // this backend through its own endpoint.
 func NoHandoff() Option { return func(o *options) { o.handoff = false } }
+
+// NoZeroRTT registers without taking 0-RTT offers. By default a backend
+// that takes handoffs also takes them: for a client that announced it
+// (CAP_PORTIER_0RTT), the broker writes nothing and the backend writes
+// Negotiated together with the handoff-ready event, saving the client a
+// wakeup. Without, the broker writes Negotiated itself before each offer,
+// as for every other client. It exists to compare the two and to test a
+// broker against backends that predate 0-RTT.
+func NoZeroRTT() Option { return func(o *options) { o.noZeroRTT = true } }
 
 // DefaultOrphanTimeout is how long a backend whose broker went away keeps
 // trying to re-register before it closes its listener.

@@ -29,8 +29,14 @@ type arrival interface {
 //
 //	check → reserve a queue slot → adopt → write the ready event → queue for Accept → ACK
 //
+// A 0-RTT offer (payload protocol 0xF002) carries the HelloReply the
+// broker did not write to its client: the backend writes it and the ready
+// event in one write, so the client learns Negotiated and that the handoff
+// completed from one read.
+//
 // Every rejection closes what arrived without writing a byte to it (the
-// client sees EOF and reconnects) and ACKs accepted=false with the reason.
+// client sees EOF and reconnects, or, before a 0-RTT reply, sends a fresh
+// Hello) and ACKs accepted=false with the reason.
 // It runs inline on the control reader and never waits: checks,
 // adoption, the ready event, the queue and the ACK take about 10 µs (the
 // queue slot is reserved before adoption, every write has a deadline), so a
@@ -39,7 +45,7 @@ type arrival interface {
 // fewer context switches per connection), and at that cost one reader adopts
 // far more connections per second than the broker hands out.
 func (l *Listener) handleOffer(c *control, f *pb.Frame, in arrival) {
-	o, err := l.checkOffer(f)
+	o, reply, err := l.checkOffer(f)
 	if perr := in.problem(); perr != nil {
 		err = perr // nothing to adopt outranks what is wrong with the offer
 	}
@@ -58,7 +64,7 @@ func (l *Listener) handleOffer(c *control, f *pb.Frame, in arrival) {
 		reject("accept queue full")
 		return
 	}
-	ready, err := readyEvent(f, o)
+	ready, err := readyEvent(reply, f, o)
 	if err != nil {
 		l.release()
 		reject(err.Error())
@@ -84,27 +90,38 @@ func (l *Listener) handleOffer(c *control, f *pb.Frame, in arrival) {
 
 // checkOffer validates an offer before anything is written to its
 // connection. It returns the decoded offer whenever the payload decodes, so
-// a rejection can echo its token.
-func (l *Listener) checkOffer(f *pb.Frame) (*pb.HandoffOffer, error) {
+// a rejection can echo its token, and for a 0-RTT offer the HelloReply
+// frame to write before the ready event.
+func (l *Listener) checkOffer(f *pb.Frame) (o *pb.HandoffOffer, reply []byte, err error) {
 	if f.GetKind() != pb.FrameKind_FRAME_KIND_REQUEST {
-		return nil, fmt.Errorf("handoff frame of kind %s, want REQUEST", f.GetKind())
+		return nil, nil, fmt.Errorf("handoff frame of kind %s, want REQUEST", f.GetKind())
 	}
-	o, err := wire.DecodeHandoffOffer(f.GetPayload())
-	if err != nil {
-		return nil, err
+	if f.GetPayloadProtocol() == wire.ProtocolZeroRTTOffer {
+		z, err := wire.DecodeZeroRTTOffer(f.GetPayload())
+		if err != nil {
+			return nil, nil, err
+		}
+		o, reply = z.GetOffer(), z.GetHelloReply()
+	} else if o, err = wire.DecodeHandoffOffer(f.GetPayload()); err != nil {
+		return nil, nil, err
 	}
+	return o, reply, l.offerFits(f, o)
+}
+
+// offerFits checks a decoded offer against this backend and the clock.
+func (l *Listener) offerFits(f *pb.Frame, o *pb.HandoffOffer) error {
 	if subtle.ConstantTimeCompare([]byte(o.GetServiceName()), []byte(l.env.Service)) != 1 {
-		return o, fmt.Errorf("offer for service %q reached the backend of %q", o.GetServiceName(), l.env.Service)
+		return fmt.Errorf("offer for service %q reached the backend of %q", o.GetServiceName(), l.env.Service)
 	}
 	if d := f.GetDeadlineUnixMs(); d != 0 && uint64(time.Now().UnixMilli()) > d {
 		// The client may have given up waiting and replayed its bytes on
 		// the reconnect route; adopting now could serve them twice.
-		return o, errors.New("offer expired before it was adopted")
+		return errors.New("offer expired before it was adopted")
 	}
 	if o.GetCorrelationId() != f.GetRequestId() {
-		return o, fmt.Errorf("offer correlation_id %d differs from its frame's request_id %d", o.GetCorrelationId(), f.GetRequestId())
+		return fmt.Errorf("offer correlation_id %d differs from its frame's request_id %d", o.GetCorrelationId(), f.GetRequestId())
 	}
-	return o, nil
+	return nil
 }
 
 // reserve takes a queue slot for a handed-off connection, or reports that
@@ -120,13 +137,14 @@ func (l *Listener) reserve() bool {
 // release gives back a slot reserve took for an offer that was not queued.
 func (l *Listener) release() { l.reserved.Add(-1) }
 
-// readyEvent is the handoff-ready EVENT written on a handed-off connection.
-func readyEvent(offerFrame *pb.Frame, o *pb.HandoffOffer) ([]byte, error) {
+// readyEvent is what is written on a handed-off connection: the handoff-ready
+// EVENT, after reply (a 0-RTT offer's HelloReply frame) when there is one.
+func readyEvent(reply []byte, offerFrame *pb.Frame, o *pb.HandoffOffer) ([]byte, error) {
 	f, err := wire.NewEvent(wire.ProtocolHandoff, o.GetCorrelationId(), &pb.HandoffAck{
 		Token: o.GetToken(), Accepted: true, CorrelationId: o.GetCorrelationId(),
 	}, offerFrame)
 	if err != nil {
 		return nil, err
 	}
-	return wire.EncodeFrame(f)
+	return wire.AppendFrame(append(make([]byte, 0, len(reply)+128), reply...), f)
 }

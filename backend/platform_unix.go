@@ -38,7 +38,7 @@ func (l *Listener) serveControl(c *control) error {
 			return err
 		}
 		switch f.GetPayloadProtocol() {
-		case wire.ProtocolHandoff:
+		case wire.ProtocolHandoff, wire.ProtocolZeroRTTOffer:
 			l.handleOffer(c, f, fdArrival{fd: msg.FD, err: msg.Err})
 		case wire.ProtocolBackendControl:
 			closeFD(msg.FD)

@@ -51,6 +51,12 @@ func (l *Listener) serveControl(c *control) error {
 				in = arrivalOf(o.GetHandleValue())
 			}
 			l.handleOffer(c, f, in)
+		case wire.ProtocolZeroRTTOffer:
+			var in pipeArrival
+			if z, err := wire.DecodeZeroRTTOffer(f.GetPayload()); err == nil {
+				in = arrivalOf(z.GetOffer().GetHandleValue())
+			}
+			l.handleOffer(c, f, in)
 		case wire.ProtocolBackendControl:
 			l.handleControl(f)
 		}

@@ -350,15 +350,26 @@ func (b *Broker) route(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef
 		b.inflight.Add(1)
 	}
 	p.touch()
-	if err := b.reply(c, f, nil, neg); err != nil {
-		// reply closes c only for a refusal; nobody else holds it.
-		c.Close()
-		if attempt != nil {
-			out := attempt.Abandon(handoff.ReasonTransferFailed, "write Negotiated: "+err.Error())
-			b.metrics.handoff(def.Name, out)
-			b.inflight.Done()
+	// A 0-RTT handoff: the client said it answers a connection that ends
+	// before any HelloReply with a fresh Hello, and the backend takes 0-RTT
+	// offers, so the broker writes nothing here; the backend writes this
+	// Negotiated together with the ready event once it has adopted the
+	// connection. Otherwise Negotiated goes out now, before the offer.
+	var reply []byte
+	if attempt != nil && zeroRTT(h) && ctrl.zeroRTTCapable {
+		reply, _ = replyFrame(f, neg) // nil on failure: write it here instead
+	}
+	if reply == nil {
+		if err := b.reply(c, f, nil, neg); err != nil {
+			// reply closes c only for a refusal; nobody else holds it.
+			c.Close()
+			if attempt != nil {
+				out := attempt.Abandon(handoff.ReasonTransferFailed, "write Negotiated: "+err.Error())
+				b.metrics.handoff(def.Name, out)
+				b.inflight.Done()
+			}
+			return
 		}
-		return
 	}
 	if attempt == nil {
 		b.metrics.route(def.Name, "reconnect", decision.Reason.String())
@@ -369,7 +380,12 @@ func (b *Broker) route(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef
 	// From here on the broker never reads or writes c again (one writer
 	// per connection: the backend writes the ready event on it): it sends its descriptor to the backend and closes its own copy once
 	// the outcome is known. The worker is free as soon as the offer is out.
-	ctrl.startHandoff(attempt, c, func(out handoff.Outcome) {
+	ctrl.startHandoff(attempt, c, reply, func(out handoff.Outcome) {
+		if reply != nil && !out.Completed {
+			// The client waits for a reply nobody will write; it must see
+			// the connection end even while the backend still holds it.
+			revokeClient(c, out)
+		}
 		c.Close()
 		b.metrics.handoff(def.Name, out)
 		b.inflight.Done()
@@ -379,6 +395,23 @@ func (b *Broker) route(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef
 			b.logFallback(connID, def.Name, out)
 		}
 	})
+}
+
+// zeroRTT reports whether a Hello takes 0-RTT handoffs: CAP_PORTIER_0RTT
+// next to CAP_HANDLE_PASSING.
+func zeroRTT(h *pb.Hello) bool {
+	const both = wire.CapHandlePassing | wire.CapZeroRTT
+	return h.GetClientCapabilities()&both == both
+}
+
+// replyFrame encodes the HelloReply carrying neg that answers req, as reply
+// would write it.
+func replyFrame(req *pb.Frame, neg *pb.Negotiated) ([]byte, error) {
+	f, err := wire.NewResponse(req, wire.ProtocolControl, &pb.HelloReply{Result: &pb.HelloReply_Negotiated{Negotiated: neg}})
+	if err != nil {
+		return nil, err
+	}
+	return wire.EncodeFrame(f)
 }
 
 // logFallback logs a handoff that fell back. A handle the transport placed

@@ -19,6 +19,9 @@ type controlConn struct {
 	conn           acceptedConn
 	proc           *proc
 	handoffCapable bool
+	// zeroRTTCapable: the backend takes 0-RTT offers (it writes the
+	// HelloReply they carry with the ready event).
+	zeroRTTCapable bool
 	orch           *handoff.Orchestrator
 	log            *slog.Logger
 
@@ -37,8 +40,9 @@ const offerWriteTimeout = 2 * time.Second
 // receives the outcome exactly once (ACK, rejection, deadline or loss of the
 // control connection), possibly before startHandoff returns. No goroutine
 // waits for the ACK: the control reader (or the deadline's timer) completes
-// the attempt.
-func (c *controlConn) startHandoff(a *handoff.Attempt, client acceptedConn, done func(handoff.Outcome)) {
+// the attempt. reply, when not nil, makes it a 0-RTT offer: the complete
+// HelloReply frame the backend writes to the client before the ready event.
+func (c *controlConn) startHandoff(a *handoff.Attempt, client acceptedConn, reply []byte, done func(handoff.Outcome)) {
 	id := a.ConnectionID()
 	c.mu.Lock()
 	if c.closed {
@@ -52,7 +56,7 @@ func (c *controlConn) startHandoff(a *handoff.Attempt, client acceptedConn, done
 	if d := a.Deadline(); d.Before(validUntil) {
 		validUntil = d
 	}
-	a.Start(context.Background(), c.transport(client, validUntil), func(out handoff.Outcome) {
+	a.Start(context.Background(), c.transport(client, reply, validUntil), func(out handoff.Outcome) {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
@@ -160,14 +164,23 @@ func (c *controlConn) isClosed() bool {
 	return c.closed
 }
 
-// offerFrame encodes the HandoffOffer frame of o. handleValue is the
-// client's handle in the backend (Windows), 0 where the connection rides
-// with the frame (Unix); validUntil becomes the frame's deadline_unix_ms,
-// after which the backend must not adopt the connection.
-func offerFrame(o *handoff.Offer, handleValue uint64, validUntil time.Time) ([]byte, error) {
-	f, err := wire.NewRequest(wire.ProtocolHandoff, o.ConnectionID, &pb.HandoffOffer{
+// offerFrame encodes the offer frame of o: a HandoffOffer, or, with a
+// reply (the HelloReply frame the broker did not write to a 0-RTT client),
+// a ZeroRttOffer carrying both. handleValue is the client's handle in the
+// backend (Windows), 0 where the connection rides with the frame (Unix);
+// validUntil becomes the frame's deadline_unix_ms, after which the backend
+// must not adopt the connection.
+func offerFrame(o *handoff.Offer, reply []byte, handleValue uint64, validUntil time.Time) ([]byte, error) {
+	offer := &pb.HandoffOffer{
 		HandleValue: handleValue, Token: o.Token[:], ServiceName: o.Service, CorrelationId: o.ConnectionID,
-	})
+	}
+	var f *pb.Frame
+	var err error
+	if reply != nil {
+		f, err = wire.NewRequest(wire.ProtocolZeroRTTOffer, o.ConnectionID, &pb.ZeroRttOffer{Offer: offer, HelloReply: reply})
+	} else {
+		f, err = wire.NewRequest(wire.ProtocolHandoff, o.ConnectionID, offer)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -31,12 +31,16 @@ import (
 // what package backend never does: reject every offer, die on an offer, hold
 // an offered descriptor without answering, or register with a forged secret.
 var extraRoles = map[string]func(ctx context.Context) int{
-	"reject":       func(ctx context.Context) int { return runFakeBackend(ctx, offerReject) },
-	"die-on-offer": func(ctx context.Context) int { return runFakeBackend(ctx, offerDie) },
-	"hold":         func(ctx context.Context) int { return runFakeBackend(ctx, offerHold) },
-	"forger":       runForger,
-	"listen-fds":   runListenFDs,
-	"foreign-peer": runForeignPeer,
+	"reject":       func(ctx context.Context) int { return runFakeBackend(ctx, offerReject, false) },
+	"die-on-offer": func(ctx context.Context) int { return runFakeBackend(ctx, offerDie, false) },
+	"hold":         func(ctx context.Context) int { return runFakeBackend(ctx, offerHold, false) },
+	// The same, registered as taking 0-RTT offers.
+	"reject-0rtt":       func(ctx context.Context) int { return runFakeBackend(ctx, offerReject, true) },
+	"die-on-offer-0rtt": func(ctx context.Context) int { return runFakeBackend(ctx, offerDie, true) },
+	"hold-0rtt":         func(ctx context.Context) int { return runFakeBackend(ctx, offerHold, true) },
+	"forger":            runForger,
+	"listen-fds":        runListenFDs,
+	"foreign-peer":      runForeignPeer,
 }
 
 // exitAlreadyRunning is the broker role's exit status when Serve fails with
@@ -138,10 +142,11 @@ func serveEcho(ln net.Listener) {
 }
 
 // runFakeBackend serves echo on its own endpoint (the reconnect route),
-// registers by hand and treats every offer according to policy. It exits 0
-// when the broker asks it to quiesce or the control connection ends. On
-// SIGUSR1 it drops its control connection and lingers until terminated.
-func runFakeBackend(ctx context.Context, policy offerPolicy) int {
+// registers by hand (taking 0-RTT offers when zeroRTT is set) and treats
+// every offer according to policy. It exits 0 when the broker asks it to
+// quiesce or the control connection ends. On SIGUSR1 it drops its control
+// connection and lingers until terminated.
+func runFakeBackend(ctx context.Context, policy offerPolicy, zeroRTT bool) int {
 	env, err := readSpawnEnv()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -154,7 +159,9 @@ func runFakeBackend(ctx context.Context, policy offerPolicy) int {
 	}
 	defer ln.Close()
 	go serveEcho(ln)
-	ctrl, rr, err := registerByHand(env.broker, env.register(env.secret))
+	reg := env.register(env.secret)
+	reg.ZeroRttCapable = zeroRTT
+	ctrl, rr, err := registerByHand(env.broker, reg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -200,7 +207,7 @@ func runFakeBackend(ctx context.Context, policy offerPolicy) int {
 			return 1
 		}
 		switch f.GetPayloadProtocol() {
-		case wire.ProtocolHandoff:
+		case wire.ProtocolHandoff, wire.ProtocolZeroRTTOffer:
 			switch policy {
 			case offerDie:
 				fmt.Fprintln(os.Stderr, "offer received; dying without an ACK")
@@ -212,6 +219,10 @@ func runFakeBackend(ctx context.Context, policy offerPolicy) int {
 			case offerReject:
 				closeFDIfAny(msg.FD) // a rejecting backend writes nothing on it
 				o, _ := wire.DecodeHandoffOffer(f.GetPayload())
+				if f.GetPayloadProtocol() == wire.ProtocolZeroRTTOffer {
+					z, _ := wire.DecodeZeroRTTOffer(f.GetPayload())
+					o = z.GetOffer()
+				}
 				ack, err := wire.NewRequest(wire.ProtocolHandoff, f.GetRequestId(), &pb.HandoffAck{
 					Token: o.GetToken(), Accepted: false, ErrorDetail: "test backend rejects every offer", CorrelationId: o.GetCorrelationId(),
 				})

@@ -439,7 +439,8 @@ func (s *supervisor) serveControl(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 		s.replyRegister(c, f, err)
 		return
 	}
-	ctrl := &controlConn{conn: c, proc: p, handoffCapable: reg.GetHandoffCapable(), orch: s.b.orch, log: s.b.log,
+	ctrl := &controlConn{conn: c, proc: p, handoffCapable: reg.GetHandoffCapable(),
+		zeroRTTCapable: reg.GetHandoffCapable() && reg.GetZeroRttCapable(), orch: s.b.orch, log: s.b.log,
 		pending: make(map[uint64]*handoff.Attempt)}
 	if !p.ctrl.CompareAndSwap(nil, ctrl) {
 		s.replyRegister(c, f, &refusal{code: pb.ErrorCode_ERROR_PEER_REJECTED, reason: "this backend is already registered"})

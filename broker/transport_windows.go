@@ -16,8 +16,8 @@ import (
 
 // transport returns the handoff.Transport that moves client to this
 // control connection's backend.
-func (c *controlConn) transport(client acceptedConn, validUntil time.Time) handoff.Transport {
-	return &handleTransport{ctrl: c, client: client, validUntil: validUntil}
+func (c *controlConn) transport(client acceptedConn, reply []byte, validUntil time.Time) handoff.Transport {
+	return &handleTransport{ctrl: c, client: client, reply: reply, validUntil: validUntil}
 }
 
 // handleTransport moves a client's pipe instance to a backend: Transfer
@@ -30,6 +30,7 @@ func (c *controlConn) transport(client acceptedConn, validUntil time.Time) hando
 type handleTransport struct {
 	ctrl       *controlConn
 	client     acceptedConn
+	reply      []byte    // a 0-RTT offer's HelloReply frame, nil for a plain offer
 	validUntil time.Time // carried as the offer frame's deadline_unix_ms
 }
 
@@ -66,7 +67,7 @@ func (t *handleTransport) Deliver(_ context.Context, o *handoff.Offer) (bool, er
 	if t.ctrl.isClosed() {
 		return false, errControlClosed
 	}
-	msg, err := offerFrame(o, o.HandleValue, t.validUntil)
+	msg, err := offerFrame(o, t.reply, o.HandleValue, t.validUntil)
 	if err != nil {
 		return false, err
 	}
@@ -105,4 +106,20 @@ func transferError(what string, err error) error {
 		return fmt.Errorf("%s: %w: %w", what, handoff.ErrIntegrity, err)
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// revokeClient ends a 0-RTT client's pipe whose handoff ran out of time
+// while the backend, alive, still holds its duplicate: DisconnectNamedPipe
+// acts on the pipe instance, not on the broker's handle, so the client sees
+// the pipe end (and sends its fresh Hello) instead of waiting for a reply
+// nobody writes. Every other failure leaves no other server handle behind
+// (a rejecting backend closed its own, an exited one took it along, an
+// offer that never went out had it reclaimed), so closing the broker's
+// ends the pipe. Only then: a disconnect also discards what the backend may
+// have written, which the client must see if the backend adopted the pipe.
+func revokeClient(c acceptedConn, out handoff.Outcome) {
+	if !out.Reached || out.Reason != handoff.ReasonAckTimeout {
+		return
+	}
+	_ = fdpass.WithHandle(c, func(h windows.Handle) error { return windows.DisconnectNamedPipe(h) })
 }
