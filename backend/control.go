@@ -16,16 +16,31 @@ import (
 // control is one control connection to the broker. Writes are serialized so
 // concurrent frames never interleave.
 //
-// ACKs are written at once. Coalescing them (queueing accepting ACKs for up
-// to 1 ms and writing them in one batch) saved a write and a broker wakeup
-// per handoff, but portier bench measured it slower: the batch landed in the
-// middle of later Hellos, whose broker work then waited behind it (handoff
-// vs reconnect p50 at c=1: 1.07-1.21 coalesced against 0.96-0.99 immediate,
-// in back-to-back --quick runs).
+// ACKs are coalesced without a timer where the platform's reader can tell
+// when it has read everything the broker sent (Unix, fdpass.Receiver's
+// OnIdle): an ACK waits only until the reader has handled the offers
+// already in the socket, so offers that arrived together are answered in
+// one write (one broker wakeup), and a lone offer's ACK goes out one
+// recvmsg later. (A batch held for up to 1 ms was measured slower: it
+// landed in the middle of later Hellos, whose broker work then waited
+// behind it; handoff vs reconnect p50 at c=1 was 1.07-1.21 against
+// 0.96-0.99 with ACKs written at once.) Elsewhere ACKs are written at once.
 type control struct {
 	conn net.Conn
 	wmu  sync.Mutex
+
+	// coalesce is set by a reader that calls flushAcks whenever it is
+	// about to wait; acks then holds ACK frames not yet written. Both
+	// are the reader goroutine's.
+	coalesce bool
+	acks     []byte
+	nacks    int
 }
+
+// maxCoalescedAcks bounds the ACKs held back while offers keep arriving
+// without a pause, so that a broker counting handoffs in flight sees them
+// complete.
+const maxCoalescedAcks = 16
 
 // send writes f.
 func (c *control) send(f *pb.Frame) error {
@@ -33,13 +48,28 @@ func (c *control) send(f *pb.Frame) error {
 	if err != nil {
 		return err
 	}
+	return c.write(b)
+}
+
+// write writes b, one or more complete frames, under a deadline.
+func (c *control) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.conn.SetWriteDeadline(time.Now().Add(ioTimeout)); err != nil {
 		return err
 	}
-	_, err = c.conn.Write(b)
+	_, err := c.conn.Write(b)
 	return err
+}
+
+// flushAcks writes the ACKs held back, if any. A lost ACK is the broker's
+// ACK timeout.
+func (c *control) flushAcks() {
+	if len(c.acks) == 0 {
+		return
+	}
+	_ = c.write(c.acks)
+	c.acks, c.nacks = c.acks[:0], 0
 }
 
 // unregister tells the broker this backend is closing on purpose, then
@@ -60,7 +90,16 @@ func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail 
 		return
 	}
 	f.Kind = pb.FrameKind_FRAME_KIND_RESPONSE
-	_ = c.send(f) // a lost ACK is the broker's ACK timeout
+	if !c.coalesce {
+		_ = c.send(f) // a lost ACK is the broker's ACK timeout
+		return
+	}
+	if c.acks, err = wire.AppendFrame(c.acks, f); err != nil {
+		return
+	}
+	if c.nacks++; c.nacks >= maxCoalescedAcks {
+		c.flushAcks()
+	}
 }
 
 // register dials the broker and registers this backend.

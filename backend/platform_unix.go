@@ -27,6 +27,11 @@ func (l *Listener) serveControl(c *control) error {
 	}
 	r := fdpass.NewReceiver(uc, wire.MaxBody)
 	defer r.Close()
+	// ACKs go out when the reader has handled every offer already in the
+	// socket (see control).
+	c.coalesce = true
+	r.OnIdle(c.flushAcks)
+	defer c.flushAcks()
 	for {
 		msg, err := r.Next()
 		if err != nil {

@@ -188,6 +188,7 @@ type Receiver struct {
 	iov    [2][]byte
 	rd     readResult
 	readFn func(uintptr) bool // r.readOnce, bound once
+	idle   func()             // see OnIdle
 
 	mu     sync.Mutex // guards cur, next and closed against Close
 	cur    attachment // descriptors for the frame being read
@@ -215,6 +216,15 @@ func NewReceiver(c *net.UnixConn, maxBody int) *Receiver {
 	r.rc, r.rcErr = c.SyscallConn()
 	return r
 }
+
+// OnIdle sets fn to run each time Next has read everything the peer sent
+// so far and is about to wait for more: on Next's goroutine, inside the
+// read (fn may write to the connection, not read from it). It is the
+// moment to write what the caller batched while frames kept arriving,
+// without a timer: frames that arrive together are answered together, and
+// a lone frame's answer goes out one recvmsg later. Set it before the first
+// Next.
+func (r *Receiver) OnIdle(fn func()) { r.idle = fn }
 
 // initialBodyCap bounds what a header alone makes the Receiver allocate, so a
 // peer announcing 16 MiB and sending nothing costs 64 KiB, not 16 MiB.
@@ -421,6 +431,9 @@ func (r *Receiver) readOnce(s uintptr) bool {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			if r.idle != nil {
+				r.idle()
+			}
 			return false // wait for readability, bounded by the read deadline
 		}
 		return true

@@ -358,6 +358,46 @@ func TestNextResumesAfterDeadline(t *testing.T) {
 	closeFD(m.FD)
 }
 
+// TestOnIdle: the idle hook runs when Next has read everything sent so far
+// and is about to wait, and only then: frames already in the socket are
+// read without it, and a frame that arrives while it waits is read next.
+func TestOnIdle(t *testing.T) {
+	a, b := socketPair(t, unix.SOCK_STREAM)
+	if _, err := a.Write(append(frame([]byte("one")), frame([]byte("two"))...)); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReceiver(b, 0)
+	defer r.Close()
+	idle := make(chan struct{}, 8)
+	r.OnIdle(func() { idle <- struct{}{} })
+	_ = b.SetReadDeadline(testDeadline())
+	for _, want := range []string{"one", "two"} {
+		m, err := r.Next()
+		if err != nil || string(m.Body) != want {
+			t.Fatalf("got %+v, %v; want %q", m, err, want)
+		}
+	}
+	if n := len(idle); n != 0 {
+		t.Fatalf("the idle hook ran %d times while frames were queued", n)
+	}
+	got := make(chan Message, 1)
+	go func() {
+		m, _ := r.Next()
+		got <- m
+	}()
+	select {
+	case <-idle:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the idle hook did not run before Next waited")
+	}
+	if _, err := a.Write(frame([]byte("three"))); err != nil {
+		t.Fatal(err)
+	}
+	if m := <-got; string(m.Body) != "three" {
+		t.Fatalf("got %+v after the wait, want \"three\"", m)
+	}
+}
+
 // TestCloseReleasesHeldFD: a descriptor for a frame that never completes is
 // closed by Close, and Next reports the Receiver closed.
 func TestCloseReleasesHeldFD(t *testing.T) {
