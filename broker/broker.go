@@ -204,6 +204,11 @@ func New(cfg Config) (*Broker, error) {
 		listening:  make(chan struct{}),
 		started:    time.Now(),
 	}
+	// The definition is looked at no more often than the program it
+	// names (exeCheckEvery): a busy service costs at most a thousand pairs
+	// of stats a second instead of two per Hello, and an edit is seen by
+	// every Hello a millisecond after it, as a rebuild is.
+	b.defs.CacheFor(exeCheckEvery)
 	b.metrics = newMetrics(b)
 	b.sup = newSupervisor(b)
 	return b, nil

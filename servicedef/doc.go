@@ -5,7 +5,8 @@
 // Parse turns one file into a Definition or into an *Error that names the
 // file and the line of the offending key, with a message that says how to fix
 // it. A Registry serves definitions out of a directory and picks up new and
-// edited files on the very next Lookup, without a restart and without a
+// edited files on the very next Lookup (or, after CacheFor, on the first
+// Lookup that long after the edit), without a restart and without a
 // background goroutine.
 //
 // A definition file looks like this:

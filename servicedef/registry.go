@@ -100,13 +100,17 @@ type entry struct {
 	err  error
 	data []byte // kept while racy, for the byte-for-byte comparison
 	racy bool
+	// checked is when the directory and the file were last found
+	// unchanged (or loaded), for CacheFor.
+	checked time.Time
 }
 
 // Registry serves the definitions in one directory. Each Lookup stats
 // <dir>/<name>.toml and re-reads and re-parses it only when it changed, so
 // a new or edited file is seen by the very next Lookup, without a restart
-// and without a watcher goroutine. A broken file affects only its own
-// service. A Registry is safe for concurrent use.
+// and without a watcher goroutine (CacheFor trades that for fewer stats). A
+// broken file affects only its own service. A Registry is safe for
+// concurrent use.
 type Registry struct {
 	dir string
 	log *slog.Logger
@@ -114,6 +118,9 @@ type Registry struct {
 	// keyOf is statKey; tests replace it to simulate a filesystem whose
 	// timestamps cannot tell two writes apart.
 	keyOf func(fs.FileInfo) fileKey
+	// now is time.Now; tests replace it to move CacheFor's clock.
+	now   func() time.Time
+	fresh time.Duration // CacheFor's d
 
 	// refused is the directory's *DirError text while it is refused, nil
 	// while it is accepted: the refusal is logged when it starts or
@@ -132,8 +139,19 @@ func NewRegistry(dir string, logger *slog.Logger) *Registry {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Registry{dir: filepath.Clean(dir), log: logger, keyOf: statKey, cache: make(map[string]*entry)}
+	return &Registry{dir: filepath.Clean(dir), log: logger, keyOf: statKey, now: time.Now, cache: make(map[string]*entry)}
 }
+
+// CacheFor lets a Lookup within d of the stats that last found a
+// definition unchanged reuse it without looking at the file system (the
+// two stats, of the directory and of the file, that every Lookup costs
+// otherwise). An edit is then seen by every Lookup that starts more than d
+// after it lands, and may be missed by those within d. Unknown services
+// are not cached (a new definition is seen at once), nor are files
+// modified within the last 2 seconds, which every Lookup re-reads anyway
+// (see racyWindow). d <= 0, the default, looks on every Lookup. Call it
+// before the Registry is used.
+func (r *Registry) CacheFor(d time.Duration) { r.fresh = max(d, 0) }
 
 // Dir is the services directory.
 func (r *Registry) Dir() string { return r.dir }
@@ -191,6 +209,16 @@ func (r *Registry) Lookup(name string) (*Definition, error) {
 	if !wire.ValidServiceName(name) {
 		return nil, fmt.Errorf("%w: %q is not a valid service name", ErrUnknown, name)
 	}
+	if r.fresh > 0 {
+		now := r.now()
+		r.mu.Lock()
+		e := r.cache[name]
+		if e != nil && !e.racy && now.Sub(e.checked) < r.fresh {
+			r.mu.Unlock()
+			return e.def, e.err
+		}
+		r.mu.Unlock()
+	}
 	exists, err := r.checkDir()
 	if err != nil {
 		return nil, err
@@ -223,9 +251,12 @@ func (r *Registry) lookupLocked(name string) (*Definition, error) {
 	}
 	old := r.cache[name]
 	if old != nil && !old.racy && old.key == r.keyOf(fi) {
+		old.checked = r.now()
 		return old.def, old.err
 	}
+	checked := r.now()
 	e := r.load(path, fi, old)
+	e.checked = checked
 	if old == nil || e.def != old.def || e.err != old.err {
 		if e.err != nil {
 			r.log.Warn("invalid service definition", "service", name, "err", e.err)

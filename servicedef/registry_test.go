@@ -144,6 +144,71 @@ func TestRegistrySeesEdits(t *testing.T) {
 	}
 }
 
+// TestRegistryCacheFor: with CacheFor(d) a Lookup within d of the last
+// check reuses the definition without a look at the file system, and every
+// Lookup after d sees the edit; an unknown service is never cached, and a
+// file modified within the racy window is always looked at.
+func TestRegistryCacheFor(t *testing.T) {
+	dir := servicesDir(t)
+	r := NewRegistry(dir, nil)
+	const d = time.Millisecond
+	r.CacheFor(d)
+	now := time.Now()
+	r.now = func() time.Time { return now }
+	old := now.Add(-time.Hour) // older than the racy window
+	p := write(t, dir, "echo.toml", def("echo", "1.0.0"))
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Fatal(err)
+	}
+	if v := lookupVersion(t, r, "echo"); v != "1.0.0" {
+		t.Fatal(v)
+	}
+
+	write(t, dir, "echo.toml", def("echo", "1.0.10"))
+	if err := os.Chtimes(p, old.Add(time.Second), old.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "new.toml", def("new", "1.0.0"))
+	now = now.Add(d - time.Nanosecond)
+	if v := lookupVersion(t, r, "echo"); v != "1.0.0" {
+		t.Fatalf("within %s of the last check: %s, want the cached 1.0.0", d, v)
+	}
+	if v := lookupVersion(t, r, "new"); v != "1.0.0" {
+		t.Fatalf("a new definition within %s: %s", d, v)
+	}
+	now = now.Add(time.Nanosecond)
+	if v := lookupVersion(t, r, "echo"); v != "1.0.10" {
+		t.Fatalf("%s after the last check: still %s", d, v)
+	}
+
+	// Cached means no look at all: a removed directory is noticed only
+	// once d has passed.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if v := lookupVersion(t, r, "echo"); v != "1.0.10" {
+		t.Fatal(v)
+	}
+	now = now.Add(d)
+	if _, err := r.Lookup("echo"); !errors.Is(err, ErrUnknown) {
+		t.Fatalf("after the directory was removed: %v, want ErrUnknown", err)
+	}
+
+	// A file modified just now is racy: looked at on every Lookup.
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	write(t, dir, "echo.toml", def("echo", "2.0.0"))
+	now = time.Now()
+	if v := lookupVersion(t, r, "echo"); v != "2.0.0" {
+		t.Fatal(v)
+	}
+	write(t, dir, "echo.toml", def("echo", "2.0.1"))
+	if v := lookupVersion(t, r, "echo"); v != "2.0.1" {
+		t.Fatalf("a racy file within %s of its check: still %s", d, v)
+	}
+}
+
 // sizeOnlyKey simulates a filesystem whose stat cannot tell two same-size
 // writes apart (coarse timestamps, no inode change).
 func sizeOnlyKey(fi fs.FileInfo) fileKey { return fileKey{size: fi.Size()} }
