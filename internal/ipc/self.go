@@ -85,8 +85,13 @@ const peerLogInterval = 10 * time.Second
 // connections it refuses at most once per 10 s, counting those it left out,
 // so that a flood of foreign connections cannot flood the log. A PeerGuard is
 // safe for concurrent use.
+//
+// Unlike CheckPeer it reads the process's real uid once, when it is made,
+// rather than with a syscall per connection: a server serves the user who
+// started it. A process that changes its uids makes a new guard.
 type PeerGuard struct {
 	log *slog.Logger
+	uid int // the real uid when the guard was made
 
 	mu         sync.Mutex
 	logged     time.Time // when the last record was written
@@ -98,13 +103,13 @@ func NewPeerGuard(log *slog.Logger) *PeerGuard {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &PeerGuard{log: log}
+	return &PeerGuard{log: log, uid: selfUID(RealUID)}
 }
 
 // Admit reports whether c's peer runs as this process's real user, with the
 // peer's credentials. A refused connection is left to the caller to close.
 func (g *PeerGuard) Admit(c net.Conn) (Cred, bool) {
-	cred, err := CheckPeer(c, RealUID)
+	cred, err := checkPeerAs(c, RealUID, g.uid)
 	if err != nil {
 		g.refused(cred, err)
 		return cred, false

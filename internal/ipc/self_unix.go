@@ -9,6 +9,22 @@ import (
 )
 
 func checkPeer(c net.Conn, self Self) (Cred, error) {
+	// Not cached: a process may change its uids (syscall.Setuid applies to
+	// every thread), and the check must see the ones in force.
+	return checkPeerAs(c, self, selfUID(self))
+}
+
+// selfUID is this process's uid under rule self.
+func selfUID(self Self) int {
+	if self == EffectiveUID {
+		return os.Geteuid()
+	}
+	return os.Getuid()
+}
+
+// checkPeerAs is checkPeer against the uid want, this process's uid under
+// rule self.
+func checkPeerAs(c net.Conn, self Self, want int) (Cred, error) {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return Cred{}, fmt.Errorf("ipc: CheckPeer: %T is not a Unix domain socket", c)
@@ -16,12 +32,6 @@ func checkPeer(c net.Conn, self Self) (Cred, error) {
 	cred, err := PeerCred(uc)
 	if err != nil {
 		return Cred{}, err
-	}
-	// Not cached: a process may change its uids (syscall.Setuid applies to
-	// every thread), and the check must see the ones in force.
-	want := os.Getuid()
-	if self == EffectiveUID {
-		want = os.Geteuid()
 	}
 	if cred.UID != want {
 		return cred, &ForeignPeerError{Peer: cred, Self: self, Want: want}

@@ -81,7 +81,9 @@ func init() { extraHelpers["rules"] = runRulesHelper }
 // runRulesHelper runs as root in a helper process: it makes socket pairs
 // before and after setting only its effective uid to nobody, and prints
 // what CheckPeer says about each under each rule. The kernel records a
-// socket pair's peer with the effective uid of its creator.
+// socket pair's peer with the effective uid of its creator. Then it sets
+// its real uid to nobody too and prints what CheckPeer and a PeerGuard
+// made while it was root say about the root peer.
 func runRulesHelper() int {
 	res := func(c net.Conn, self Self) string {
 		_, err := CheckPeer(c, self)
@@ -109,6 +111,7 @@ func runRulesHelper() int {
 		fmt.Println("error:", err)
 		return 2
 	}
+	guard := NewPeerGuard(slog.New(slog.DiscardHandler))
 	if err := syscall.Setreuid(-1, 65534); err != nil {
 		fmt.Println("error: setreuid:", err)
 		return 2
@@ -120,6 +123,12 @@ func runRulesHelper() int {
 	}
 	fmt.Printf("root-peer real=%s effective=%s\n", res(root, RealUID), res(root, EffectiveUID))
 	fmt.Printf("nobody-peer real=%s effective=%s\n", res(nobody, RealUID), res(nobody, EffectiveUID))
+	if err := syscall.Setreuid(65534, -1); err != nil {
+		fmt.Println("error: setreuid:", err)
+		return 2
+	}
+	_, admitted := guard.Admit(root)
+	fmt.Printf("root-peer, real uid now nobody: real=%s guard-made-as-root admits=%v\n", res(root, RealUID), admitted)
 	return 0
 }
 
@@ -132,7 +141,9 @@ func TestCheckPeerRules(t *testing.T) {
 		t.Skip("needs root to run a helper whose real and effective uids differ")
 	}
 	h := startHelper(t, "rules")
-	want := []string{"root-peer real=self effective=foreign", "nobody-peer real=foreign effective=self"}
+	want := []string{"root-peer real=self effective=foreign", "nobody-peer real=foreign effective=self",
+		// CheckPeer sees the uid in force; a PeerGuard the one it was made with.
+		"root-peer, real uid now nobody: real=foreign guard-made-as-root admits=true"}
 	for _, w := range want {
 		if got := h.line(t); got != w {
 			t.Errorf("helper: %q, want %q", got, w)
