@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -301,6 +302,8 @@ func TestOfferRejectedClosesHandle(t *testing.T) {
 			f.DeadlineUnixMs = uint64(time.Now().Add(-time.Second).UnixMilli())
 			return f
 		}},
+		// Refused by the decoder: the handle is closed all the same.
+		{"short token", func(v uint64) *pb.Frame { return windowsOffer(t, 10, tok[:15], v) }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -330,4 +333,44 @@ func TestOfferRejectedClosesHandle(t *testing.T) {
 			t.Errorf("ACK %v, want a rejection from the adoption", ack)
 		}
 	})
+}
+
+// TestZeroRTTOfferWindows: a 0-RTT offer names its handle like any other;
+// the backend writes the HelloReply it carries, then the ready event, and
+// the application then reads the client's early bytes. One whose reply
+// announces another connection is rejected and its handle closed unwritten.
+func TestZeroRTTOfferWindows(t *testing.T) {
+	fb := newWinBroker(t)
+	fb.setEnv()
+	l, p := listenUnderWin(t, fb)
+	tok := newToken()
+
+	client, v := fb.clientPair()
+	p.write(func() *pb.Frame { f, _ := zeroRTTOffer(t, v, 10, tok, 11, tok); return f }())
+	if ack := p.readAck(); ack.GetAccepted() || ack.GetErrorDetail() == "" {
+		t.Fatalf("ACK %v, want a rejection with a reason", ack)
+	}
+	expectClosed(t, client)
+
+	client, v = fb.clientPair()
+	_ = client.SetDeadline(time.Now().Add(waitTimeout))
+	if _, err := client.Write([]byte("early")); err != nil {
+		t.Fatal(err)
+	}
+	f, reply := zeroRTTOffer(t, v, 7, tok, 7, tok)
+	p.write(f)
+	got := make([]byte, len(reply))
+	if _, err := io.ReadFull(client, got); err != nil || !bytes.Equal(got, reply) {
+		t.Fatalf("client read %x, %v; want the offer's HelloReply %x", got, err, reply)
+	}
+	readReady(t, client, 7, tok)
+	c := accept(t, l)
+	_ = c.SetDeadline(time.Now().Add(waitTimeout))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "early" {
+		t.Fatalf("backend read %q, %v; want the client's early bytes", buf, err)
+	}
+	if ack := p.readAck(); !ack.GetAccepted() || ack.GetCorrelationId() != 7 {
+		t.Errorf("ACK %v, want accepted for connection 7", ack)
+	}
 }

@@ -130,3 +130,34 @@ func connectionReport(f *pb.Frame) (uint32, bool) {
 	}
 	return m.GetConnectionReport().GetLiveConnections(), true
 }
+
+// zeroRTTOffer builds a 0-RTT offer frame for the echo service (naming
+// handle, on Windows) whose HelloReply announces connection replyConn with
+// replyToken, and returns it with the HelloReply's bytes.
+func zeroRTTOffer(t *testing.T, handle, connID uint64, token []byte, replyConn uint64, replyToken []byte) (*pb.Frame, []byte) {
+	t.Helper()
+	hello, err := wire.NewRequest(wire.ProtocolControl, 99, &pb.Hello{ServiceName: "echo"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello.Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	rf, err := wire.NewResponse(hello, wire.ProtocolControl, &pb.HelloReply{Result: &pb.HelloReply_Negotiated{Negotiated: &pb.Negotiated{
+		NegotiatedProtocol: 1, DaemonVersion: "1.2.3", BackendPipe: "/run/echo.sock", ServerCapabilities: wire.CapHandlePassing,
+		KeepaliveIntervalSecs: 1800, HandlePassedToken: replyToken, ConnectionId: replyConn,
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, err := wire.EncodeFrame(rf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := wire.NewRequest(wire.ProtocolZeroRTTOffer, connID, &pb.ZeroRttOffer{
+		Offer:      &pb.HandoffOffer{HandleValue: handle, Token: token, ServiceName: "echo", CorrelationId: connID},
+		HelloReply: reply,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, reply
+}

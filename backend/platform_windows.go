@@ -45,18 +45,10 @@ func (l *Listener) serveControl(c *control) error {
 			return err
 		}
 		switch f.GetPayloadProtocol() {
-		case wire.ProtocolHandoff:
-			var in pipeArrival
-			if o, err := wire.DecodeHandoffOffer(f.GetPayload()); err == nil {
-				in = arrivalOf(o.GetHandleValue())
-			}
-			l.handleOffer(c, f, in)
-		case wire.ProtocolZeroRTTOffer:
-			var in pipeArrival
-			if z, err := wire.DecodeZeroRTTOffer(f.GetPayload()); err == nil {
-				in = arrivalOf(z.GetOffer().GetHandleValue())
-			}
-			l.handleOffer(c, f, in)
+		case wire.ProtocolHandoff, wire.ProtocolZeroRTTOffer:
+			// The handle is this process's whatever else is wrong with
+			// the offer: handleOffer closes it on every rejection.
+			l.handleOffer(c, f, arrivalOf(wire.OfferHandleValue(f.GetPayloadProtocol(), f.GetPayload())))
 		case wire.ProtocolBackendControl:
 			l.handleControl(f)
 		}

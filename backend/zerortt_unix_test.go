@@ -13,37 +13,6 @@ import (
 	pb "github.com/portier/portier/wire/portierv1"
 )
 
-// zeroRTTOffer builds a 0-RTT offer frame for the echo service whose
-// HelloReply announces connection replyConn with replyToken, and returns
-// it with the HelloReply's bytes.
-func zeroRTTOffer(t *testing.T, connID uint64, token []byte, replyConn uint64, replyToken []byte) (*pb.Frame, []byte) {
-	t.Helper()
-	hello, err := wire.NewRequest(wire.ProtocolControl, 99, &pb.Hello{ServiceName: "echo"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hello.Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	rf, err := wire.NewResponse(hello, wire.ProtocolControl, &pb.HelloReply{Result: &pb.HelloReply_Negotiated{Negotiated: &pb.Negotiated{
-		NegotiatedProtocol: 1, DaemonVersion: "1.2.3", BackendPipe: "/run/echo.sock", ServerCapabilities: wire.CapHandlePassing,
-		KeepaliveIntervalSecs: 1800, HandlePassedToken: replyToken, ConnectionId: replyConn,
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reply, err := wire.EncodeFrame(rf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := wire.NewRequest(wire.ProtocolZeroRTTOffer, connID, &pb.ZeroRttOffer{
-		Offer:      &pb.HandoffOffer{Token: token, ServiceName: "echo", CorrelationId: connID},
-		HelloReply: reply,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f, reply
-}
-
 // TestZeroRTTOffer: a backend registers as taking 0-RTT offers, and for one
 // writes the HelloReply it carries, byte for byte, then the ready event,
 // before its application reads the client's early data.
@@ -61,7 +30,7 @@ func TestZeroRTTOffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok := newToken()
-	f, reply := zeroRTTOffer(t, 7, tok, 7, tok)
+	f, reply := zeroRTTOffer(t, 0, 7, tok, 7, tok)
 	p.offer(f, fd)
 	got := make([]byte, len(reply))
 	_ = client.SetReadDeadline(time.Now().Add(waitTimeout))
@@ -90,10 +59,10 @@ func TestZeroRTTOfferRejected(t *testing.T) {
 	l, p := listenUnder(t, fb)
 	tok := newToken()
 	cases := map[string]func() *pb.Frame{
-		"reply for another connection": func() *pb.Frame { f, _ := zeroRTTOffer(t, 10, tok, 11, tok); return f },
-		"reply with another token":     func() *pb.Frame { f, _ := zeroRTTOffer(t, 10, tok, 10, newToken()); return f },
+		"reply for another connection": func() *pb.Frame { f, _ := zeroRTTOffer(t, 0, 10, tok, 11, tok); return f },
+		"reply with another token":     func() *pb.Frame { f, _ := zeroRTTOffer(t, 0, 10, tok, 10, newToken()); return f },
 		"expired": func() *pb.Frame {
-			f, _ := zeroRTTOffer(t, 10, tok, 10, tok)
+			f, _ := zeroRTTOffer(t, 0, 10, tok, 10, tok)
 			f.DeadlineUnixMs = uint64(time.Now().Add(-time.Second).UnixMilli())
 			return f
 		},
@@ -110,7 +79,7 @@ func TestZeroRTTOfferRejected(t *testing.T) {
 	}
 	// The listener carries on.
 	client, fd := clientPair(t)
-	f, _ := zeroRTTOffer(t, 12, tok, 12, tok)
+	f, _ := zeroRTTOffer(t, 0, 12, tok, 12, tok)
 	p.offer(f, fd)
 	if _, err := wire.ReadFrame(client, wire.MaxBody); err != nil {
 		t.Fatal(err)

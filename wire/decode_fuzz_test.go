@@ -107,14 +107,19 @@ func FuzzDecodeHelloReply(f *testing.F) {
 
 // FuzzDecodeZeroRTTOffer: an accepted 0-RTT offer carries a valid offer
 // and, as its hello_reply, exactly one control RESPONSE frame within the
-// Hello cap whose Negotiated announces that very handoff.
+// Hello cap whose Negotiated announces that very handoff; OfferHandleValue
+// finds its handle value (and never panics on any payload).
 func FuzzDecodeZeroRTTOffer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, payload []byte) {
+		v := wire.OfferHandleValue(wire.ProtocolZeroRTTOffer, payload) // never panics, whatever the payload
 		m, err := wire.DecodeZeroRTTOffer(payload)
 		if !checkDecoded(t, wire.DecodeZeroRTTOffer, m, err) {
 			return
 		}
 		o := m.GetOffer()
+		if v != o.GetHandleValue() {
+			t.Fatalf("OfferHandleValue = %#x, the offer names %#x", v, o.GetHandleValue())
+		}
 		if len(o.GetToken()) != wire.TokenLen || !wire.ValidServiceName(o.GetServiceName()) || o.GetCorrelationId() == 0 {
 			t.Fatalf("accepted an invalid offer: %v", o)
 		}

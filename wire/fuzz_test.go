@@ -201,6 +201,7 @@ func FuzzValidateHello(f *testing.F) {
 // and a correlation id, and survives a re-encoding.
 func FuzzDecodeHandoffOffer(f *testing.F) {
 	f.Fuzz(func(t *testing.T, payload []byte) {
+		wire.OfferHandleValue(wire.ProtocolHandoff, payload) // never panics, whatever the payload
 		o, err := wire.DecodeHandoffOffer(payload)
 		if err != nil {
 			if o != nil {
@@ -211,6 +212,9 @@ func FuzzDecodeHandoffOffer(f *testing.F) {
 		}
 		if len(o.GetToken()) != wire.TokenLen || !wire.ValidServiceName(o.GetServiceName()) || o.GetCorrelationId() == 0 {
 			t.Fatalf("accepted an invalid offer: %v", o)
+		}
+		if v := wire.OfferHandleValue(wire.ProtocolHandoff, payload); v != o.GetHandleValue() {
+			t.Fatalf("OfferHandleValue = %#x, the offer names %#x", v, o.GetHandleValue())
 		}
 		enc, err := wire.Marshal(o)
 		if err != nil {

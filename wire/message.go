@@ -287,6 +287,27 @@ func replyNegotiated(b []byte) (*pb.Negotiated, error) {
 	return neg, nil
 }
 
+// OfferHandleValue returns the handle_value of an offer of either payload
+// protocol (a HandoffOffer, or the offer in a ZeroRttOffer) without
+// validating anything else, 0 when there is none or the payload does not
+// decode. A Windows backend closes that handle whatever else is wrong with
+// the offer: it is in its handle table from the moment the offer exists.
+func OfferHandleValue(protocol uint32, payload []byte) uint64 {
+	switch protocol {
+	case ProtocolHandoff:
+		o := new(pb.HandoffOffer)
+		if proto.Unmarshal(payload, o) == nil {
+			return o.GetHandleValue()
+		}
+	case ProtocolZeroRTTOffer:
+		z := new(pb.ZeroRttOffer)
+		if proto.Unmarshal(payload, z) == nil {
+			return z.GetOffer().GetHandleValue()
+		}
+	}
+	return 0
+}
+
 // DecodeHandoffAck unmarshals a HandoffAck payload (an ACK on the control
 // connection or the ready event on a handed-off connection).
 func DecodeHandoffAck(payload []byte) (*pb.HandoffAck, error) {
