@@ -61,6 +61,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Herd, "herd", cfg.Herd, "concurrent Hellos to a stopped service, once per round")
 	fs.IntVar(&cfg.RSSConns, "rss-conns", cfg.RSSConns, "pending connections for the broker RSS measurement (0: skip)")
 	fs.IntVar(&cfg.RSSProcs, "rss-procs", cfg.RSSProcs, "client processes holding those connections")
+	fs.IntVar(&cfg.ServeProcs, "serve-procs", cfg.ServeProcs, "GOMAXPROCS of the broker (serve --procs; 0: its default)")
+	fs.IntVar(&cfg.BackendProcs, "backend-procs", cfg.BackendProcs, "GOMAXPROCS of the echo backends (0: Go's default)")
 	noEarly := fs.Bool("no-early", false, "skip the handoff+early and reconnect+early rows")
 	fs.BoolVar(&cfg.Quick, "quick", false, "a short run (under a minute): 3 rounds, fewer connections, 0.5 s streams")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of tables")

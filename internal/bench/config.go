@@ -22,6 +22,11 @@ type Config struct {
 	RSSProcs    int           `json:"rss_client_processes"`
 	Early       bool          `json:"early_rows"`
 	Quick       bool          `json:"quick"`
+	// ServeProcs and BackendProcs set GOMAXPROCS for the broker (serve
+	// --procs) and the echo backends (their definition's env); 0 leaves
+	// each process its default.
+	ServeProcs   int `json:"serve_procs,omitempty"`
+	BackendProcs int `json:"backend_procs,omitempty"`
 }
 
 // DefaultConfig is the configuration of a full default run.
@@ -40,8 +45,8 @@ func (e *UsageError) Unwrap() error { return e.Err }
 // Validate reports a configuration the bench cannot run.
 func (c Config) Validate() error {
 	if c.Rounds < 1 || c.ConnsC1 < 1 || c.ConnsC16 < 1 || c.ConnsCurve < 1 || c.Warmup < 0 || c.Stream <= 0 ||
-		c.ColdSamples < 0 || c.Herd < 0 || c.RSSConns < 0 || c.RSSProcs < 1 {
-		return &UsageError{errors.New("counts must be positive (cold, herd and rss-conns may be 0)")}
+		c.ColdSamples < 0 || c.Herd < 0 || c.RSSConns < 0 || c.RSSProcs < 1 || c.ServeProcs < 0 || c.BackendProcs < 0 {
+		return &UsageError{errors.New("counts must be positive (cold, herd, rss-conns and the procs may be 0)")}
 	}
 	return nil
 }

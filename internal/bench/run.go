@@ -210,8 +210,12 @@ func (e *env) setup() error {
 		}
 	}
 	echoDef := func(name string) string {
-		return fmt.Sprintf("name = %q\nversion = \"1.0.0\"\ncommand = [%s, %q]\nidle_timeout = \"0\"\n",
+		def := fmt.Sprintf("name = %q\nversion = \"1.0.0\"\ncommand = [%s, %q]\nidle_timeout = \"0\"\n",
 			name, strconv.Quote(e.exe), cmdEcho)
+		if n := e.cfg.BackendProcs; n > 0 {
+			def += fmt.Sprintf("env = { GOMAXPROCS = \"%d\" }\n", n)
+		}
+		return def
 	}
 	defs := map[string]string{
 		svcEcho: echoDef(svcEcho),
@@ -234,7 +238,11 @@ func (e *env) setup() error {
 	}
 
 	var err error
-	e.broker, err = startChild(e.ctx, "broker", e.exe, cmdServe, "--socket", e.sock, "--services", e.svcDir, "--log-level", "warn")
+	serveArgs := []string{cmdServe, "--socket", e.sock, "--services", e.svcDir, "--log-level", "warn"}
+	if n := e.cfg.ServeProcs; n > 0 {
+		serveArgs = append(serveArgs, "--procs", strconv.Itoa(n))
+	}
+	e.broker, err = startChild(e.ctx, "broker", e.exe, serveArgs...)
 	if err != nil {
 		return err
 	}
