@@ -73,10 +73,13 @@ func (c *Conn) settleLocked(inDial bool) error {
 	if userFirst {
 		dl = a.readDL
 	}
-	_ = c.uc.SetReadDeadline(dl)
 	stop := func() bool { return !inDial || !d.ctxDone() }
 	if !a.fr.hasFrame() {
-		// Only a read from the socket can block: watch ctx for it.
+		// Only a read from the socket can block: bound it, and watch ctx
+		// for it. (With the ready event already read, as after a 0-RTT
+		// handoff, no deadline is set: an earlier deadline than the one
+		// in force costs the runtime a wakeup of its poller.)
+		_ = c.uc.SetReadDeadline(dl)
 		stop = d.watch(c.uc)
 	}
 	ev, err := a.fr.next(maxReplyBody)
@@ -162,18 +165,19 @@ func (d *dialer) fallback(neg *pb.Negotiated, replay []byte) (*Conn, error) {
 	return nil, fmt.Errorf("%w: %s: %w", ErrBackendUnavailable, pipe, err)
 }
 
-// rehello repeats the Hello without the handoff capability and with replay
-// as early data, after backend_pipe could not be reached: the broker notices
-// a dead backend at once and routes the new Hello to a fresh one. Without a
+// rehello repeats the Hello without the handoff capabilities and with
+// replay as early data, after backend_pipe could not be reached (the broker
+// notices a dead backend at once and routes the new Hello to a fresh one),
+// or after a 0-RTT handoff ended before any reply (errNoReply). Without a
 // deadline of its own (a Conn's first use) it is bounded by
 // HandshakeTimeout as a whole.
 func (d *dialer) rehello(replay []byte) (*Conn, error) {
 	cfg := d.cfg
 	cfg.noHandoff, cfg.helloSkip, cfg.earlyData, cfg.autoStart = true, false, replay, nil
 	h := proto.Clone(d.helloMsg).(*pb.Hello)
-	// Only the handoff is given up: the other bits (CapAnyVersion) still
-	// say which version this client wants.
-	h.ClientCapabilities &^= wire.CapHandlePassing
+	// Only the handoff is given up (and with it 0-RTT): the other bits
+	// (CapAnyVersion) still say which version this client wants.
+	h.ClientCapabilities &^= wire.CapHandlePassing | wire.CapZeroRTT
 	ctx := d.ctx
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -37,7 +37,7 @@ func TestHandoffAdopted(t *testing.T) {
 	}
 	hf, h := e.fb.last()
 	if h.GetServiceName() != "echo" || h.GetWantedVersion() != "1.2.3" ||
-		h.GetClientCapabilities() != wire.CapHandlePassing|wire.CapRefusalCodes || hf.GetTraceparent() != traceParent {
+		h.GetClientCapabilities() != wire.CapHandlePassing|wire.CapZeroRTT|wire.CapRefusalCodes || hf.GetTraceparent() != traceParent {
 		t.Fatalf("hello: %v, traceparent %q", h, hf.GetTraceparent())
 	}
 	if got := readString(t, c, 2); got != "A>" {
@@ -379,12 +379,15 @@ func TestProtocolErrors(t *testing.T) {
 		name  string
 		reply func(fb *fakeBroker, hf *pb.Frame) []byte
 		is    error
+		// hellos: a connection that ends before the reply ends a 0-RTT
+		// Hello; the client then asks once more without the capability.
+		hellos int32
 	}{
-		{name: "eof before reply", reply: func(*fakeBroker, *pb.Frame) []byte { return nil }, is: io.EOF},
+		{name: "eof before reply", reply: func(*fakeBroker, *pb.Frame) []byte { return nil }, is: io.EOF, hellos: 2},
 		{name: "truncated reply", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
 			b := handoffReply(fb.t, hf, fb.pipeOf())
 			return b[:len(b)-1]
-		}, is: io.ErrUnexpectedEOF},
+		}, is: io.ErrUnexpectedEOF, hellos: 2},
 		{name: "bad framing byte", reply: func(*fakeBroker, *pb.Frame) []byte {
 			return []byte{0x07, 0, 0, 0, 0}
 		}, is: wire.ErrBadFramingVersion},
@@ -439,8 +442,75 @@ func TestProtocolErrors(t *testing.T) {
 			if errors.Is(err, ErrBrokerUnavailable) {
 				t.Fatalf("%v matches ErrBrokerUnavailable", err)
 			}
+			if want := max(tc.hellos, 1); e.fb.hellos.Load() != want {
+				t.Fatalf("%d Hellos, want %d", e.fb.hellos.Load(), want)
+			}
 		})
 	}
+}
+
+// TestZeroRTTNoReplyRehello: a connection that ends before any reply (the
+// 0-RTT handoff failed after the broker sent the offer, and the backend
+// never wrote Negotiated) is answered with a fresh Hello without the
+// handoff capabilities but with CapAnyVersion and CapRefusalCodes,
+// carrying the early data: the client is served on the reconnect route,
+// its early data read once. The end may be EOF, a reply cut short, or
+// ECONNRESET (the early data unread).
+// A client without CAP_PORTIER_0RTT (NoHandoff) takes the same end for a
+// broken broker.
+func TestZeroRTTNoReplyRehello(t *testing.T) {
+	ends := map[string]func(fb *fakeBroker, c net.Conn, hf *pb.Frame){
+		"eof, early data read": func(_ *fakeBroker, c net.Conn, _ *pb.Frame) {
+			var b [4]byte
+			_, _ = io.ReadFull(c, b[:])
+		},
+		"reset, early data unread": func(*fakeBroker, net.Conn, *pb.Frame) {},
+		"reply cut short": func(fb *fakeBroker, c net.Conn, hf *pb.Frame) {
+			b := handoffReply(fb.t, hf, fb.pipeOf())
+			write(c, b[:len(b)/2])
+		},
+	}
+	for name, end := range ends {
+		t.Run(name, func(t *testing.T) {
+			var e *testEnv
+			e = newEnv(t, func(fb *fakeBroker, c net.Conn, hf *pb.Frame, h *pb.Hello) {
+				caps := h.GetClientCapabilities()
+				if fb.hellos.Load() == 1 {
+					if caps&(wire.CapHandlePassing|wire.CapZeroRTT) != wire.CapHandlePassing|wire.CapZeroRTT {
+						fb.t.Errorf("first Hello without 0-RTT (caps %#x)", caps)
+					}
+					end(fb, c, hf)
+					return
+				}
+				if caps != wire.CapAnyVersion|wire.CapRefusalCodes {
+					fb.t.Errorf("the fresh Hello has capabilities %#x, want CapAnyVersion and CapRefusalCodes alone", caps)
+				}
+				write(c, replyBytes(fb.t, hf, negotiated(e.rec.path, nil, 0)))
+			})
+			c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), EarlyData([]byte("REQ1")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := readString(t, c, 2); got != "B>" {
+				t.Fatalf("read %q, want the backend's B>", got)
+			}
+			if c.Route() != Reconnect || e.fb.hellos.Load() != 2 {
+				t.Fatalf("route %v after %d Hellos, want reconnect after 2", c.Route(), e.fb.hellos.Load())
+			}
+			endWrites(t, c)
+			if rec := e.rec.next(t); rec.data != "REQ1" {
+				t.Fatalf("backend got %q, want the early data once", rec.data)
+			}
+		})
+	}
+	t.Run("without 0-RTT", func(t *testing.T) {
+		e := newEnv(t, func(*fakeBroker, net.Conn, *pb.Frame, *pb.Hello) {})
+		_, err := Dial(t.Context(), "echo", Socket(e.fb.sock), NoHandoff())
+		if !errors.Is(err, ErrProtocol) || e.fb.hellos.Load() != 1 {
+			t.Fatalf("got %v after %d Hellos, want a protocol error after 1", err, e.fb.hellos.Load())
+		}
+	})
 }
 
 func TestBackendUnavailable(t *testing.T) {
@@ -748,10 +818,10 @@ func TestHelloWantedVersion(t *testing.T) {
 		wantVer  string
 		wantCaps uint64
 	}{
-		{"no Version", nil, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion | wire.CapRefusalCodes},
-		{"empty Version", []Option{Version("")}, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"no Version", nil, wire.AnyVersion, wire.CapHandlePassing | wire.CapZeroRTT | wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"empty Version", []Option{Version("")}, wire.AnyVersion, wire.CapHandlePassing | wire.CapZeroRTT | wire.CapAnyVersion | wire.CapRefusalCodes},
 		{"no Version, no handoff", []Option{NoHandoff()}, wire.AnyVersion, wire.CapAnyVersion | wire.CapRefusalCodes},
-		{"Version", []Option{Version("1.2.3")}, "1.2.3", wire.CapHandlePassing | wire.CapRefusalCodes},
+		{"Version", []Option{Version("1.2.3")}, "1.2.3", wire.CapHandlePassing | wire.CapZeroRTT | wire.CapRefusalCodes},
 		{"Version, no handoff", []Option{Version("1.2.3-rc.1"), NoHandoff()}, "1.2.3-rc.1", wire.CapRefusalCodes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

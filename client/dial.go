@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -87,6 +88,9 @@ func (d *dialer) dial() (*Conn, error) {
 		return nil, err
 	}
 	x, err := d.handshake(bc)
+	if errors.Is(err, errNoReply) {
+		return d.rehello(d.cfg.earlyData)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/portier/portier/wire"
@@ -55,7 +57,9 @@ func newHello(service string, cfg config) (*pb.Hello, uint64) {
 	wanted, caps := cfg.wantedVersion()
 	caps |= wire.CapRefusalCodes
 	if !cfg.noHandoff {
-		caps |= wire.CapHandlePassing
+		// 0-RTT too: this client answers a connection that ends before
+		// any reply with a fresh Hello (handshake, errNoReply).
+		caps |= wire.CapHandlePassing | wire.CapZeroRTT
 	}
 	return &pb.Hello{
 		ClientMinProtocol:  wire.ProtocolVersion,
@@ -150,6 +154,9 @@ func (d *dialer) handshake(bc osConn) (exchange, error) {
 	fr := &frameReader{r: bc, buf: make([]byte, readAheadSize)}
 	rf, err := fr.next(maxReplyBody)
 	if err != nil {
+		if d.helloMsg.GetClientCapabilities()&wire.CapZeroRTT != 0 && connectionEnded(err) {
+			return fail(errNoReply)
+		}
 		return fail(&ProtocolError{Op: "read hello reply", Err: err})
 	}
 	neg, err := parseReply(rf, d.frameID)
@@ -161,6 +168,25 @@ func (d *dialer) handshake(bc osConn) (exchange, error) {
 		return exchange{}, d.ctxErr()
 	}
 	return exchange{neg: neg, fr: fr, earlyComplete: werr == nil}, nil
+}
+
+// errNoReply: the connection of a Hello with CAP_PORTIER_0RTT ended before
+// a HelloReply arrived. Against a portier broker that is a 0-RTT handoff
+// that failed after the broker sent the offer (the backend rejected it,
+// died, or never answered), and the broker has written nothing: the
+// backend writes Negotiated only once it adopted the connection, together
+// with the ready event, and before its application reads a byte. So no
+// application read the early data, and Dial sends a fresh Hello without
+// the handoff capabilities, replaying it (rehello).
+var errNoReply = errors.New("portier: the broker's connection ended before its reply")
+
+// connectionEnded reports whether a read error means the peer closed or
+// reset the connection: EOF, a frame cut short, or ECONNRESET (what Linux
+// reports when the last holder of the other end closed it with bytes of
+// ours unread, the early data of a 0-RTT handoff that failed).
+func connectionEnded(err error) bool {
+	var te *wire.TruncatedError
+	return errors.Is(err, io.EOF) || errors.As(err, &te) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // maxReplyLead is the most by which the deadline a Hello tells the broker
