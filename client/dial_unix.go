@@ -5,7 +5,6 @@ package client
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -24,12 +23,21 @@ type osConn = *net.UnixConn
 const maxReplay = 64 << 10
 
 // dialEndpoint connects to the Unix socket at path before deadline.
+//
+// A connect to a Unix domain socket never waits: it completes, or fails at
+// once (Linux answers a full accept backlog with EAGAIN, BSD and macOS
+// refuse). So the connect itself needs neither ctx nor deadline, and it is
+// made without them: net.Dialer would arm a timer for the deadline on every
+// dial (a wakeup of an idle thread of this process each time). The
+// deadline and ctx bound the waits between EAGAIN retries.
 func dialEndpoint(ctx context.Context, path string, deadline time.Time) (*net.UnixConn, error) {
-	d := net.Dialer{Deadline: deadline}
-	c, err := d.DialContext(ctx, "unix", path)
-	// Linux answers connect on a Unix socket whose accept backlog is full
-	// with EAGAIN at once: the server is alive but busy, so wait and retry
-	// within the deadline rather than report it missing.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	addr := &net.UnixAddr{Name: path, Net: "unix"}
+	c, err := net.DialUnix("unix", nil, addr)
+	// The server is alive but busy: wait and retry within the deadline
+	// rather than report it missing.
 	for wait := time.Millisecond; err != nil && errors.Is(err, syscall.EAGAIN); wait = min(2*wait, 50*time.Millisecond) {
 		if time.Until(deadline) < wait {
 			break
@@ -41,17 +49,12 @@ func dialEndpoint(ctx context.Context, path string, deadline time.Time) (*net.Un
 			t.Stop()
 			return nil, err
 		}
-		c, err = d.DialContext(ctx, "unix", path)
+		c, err = net.DialUnix("unix", nil, addr)
 	}
 	if err != nil {
 		return nil, err
 	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		_ = c.Close()
-		return nil, fmt.Errorf("dial %s: unexpected connection type %T", path, c)
-	}
-	return uc, nil
+	return c, nil
 }
 
 // checkBackend has nothing to check on Unix: backend_pipe lives in the
