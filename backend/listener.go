@@ -122,6 +122,11 @@ type Listener struct {
 	handoffs chan net.Conn // capacity opts.queue; never blocks a sender
 	direct   chan net.Conn
 	reserved atomic.Int64 // handoff slots taken, <= opts.queue
+	// late holds direct connections accepted while the listener stopped
+	// (drainEndpoint), for Accept to return after the handed-off ones.
+	lateMu     sync.Mutex
+	late       []net.Conn
+	acceptDone chan struct{} // closed when acceptLoop returned
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -170,14 +175,15 @@ func Listen(ctx context.Context, opts ...Option) (*Listener, error) {
 		return nil, fmt.Errorf("%w: %w", ErrBadEnvironment, err)
 	}
 	l := &Listener{
-		opts:     o,
-		log:      o.logger,
-		env:      env,
-		handoffs: make(chan net.Conn, o.queue),
-		direct:   make(chan net.Conn),
-		done:     make(chan struct{}),
-		finished: make(chan struct{}),
-		kick:     make(chan struct{}, 1),
+		opts:       o,
+		log:        o.logger,
+		env:        env,
+		handoffs:   make(chan net.Conn, o.queue),
+		direct:     make(chan net.Conn),
+		done:       make(chan struct{}),
+		finished:   make(chan struct{}),
+		acceptDone: make(chan struct{}),
+		kick:       make(chan struct{}, 1),
 	}
 	l.life, l.endLife = context.WithCancel(context.Background())
 	addr := o.address
@@ -238,25 +244,46 @@ func (l *Listener) Accept() (net.Conn, error) {
 	case <-l.done:
 		<-l.finished // bounded: every wait in stop has a deadline
 		// Nothing is queued after the stop finished: a connection still
-		// here was handed off (its client adopted it) before.
+		// here was handed off (its client adopted it) before, or had
+		// connected to the endpoint before it was removed.
 		select {
 		case c := <-l.handoffs:
 			l.reserved.Add(-1)
 			return c, nil
 		default:
 		}
+		if c := l.takeLate(); c != nil {
+			return c, nil
+		}
 		return nil, &net.OpError{Op: "accept", Net: l.ln.Addr().Network(), Addr: l.ln.Addr(), Err: net.ErrClosed}
 	}
+}
+
+// takeLate returns the next direct connection drained while stopping, nil
+// when there is none.
+func (l *Listener) takeLate() net.Conn {
+	l.lateMu.Lock()
+	defer l.lateMu.Unlock()
+	if len(l.late) == 0 {
+		return nil
+	}
+	c := l.late[0]
+	l.late = l.late[1:]
+	return c
 }
 
 // Addr is the backend's own endpoint (backend_pipe).
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
 // Close stops accepting, unregisters from the broker and closes every
-// handed-off connection that Accept has not returned yet. Connections already
-// returned by Accept are the caller's (Shutdown waits for them).
+// connection (handed off, or direct and accepted while stopping) that
+// Accept has not returned yet. Connections already returned by Accept are
+// the caller's (Shutdown waits for them).
 func (l *Listener) Close() error {
 	err := l.stop()
+	for c := l.takeLate(); c != nil; c = l.takeLate() {
+		c.Close()
+	}
 	for {
 		select {
 		case conn := <-l.handoffs:
@@ -278,7 +305,7 @@ func (l *Listener) stop() error {
 		defer close(l.finished)
 		close(l.done)
 		l.endLife()
-		l.closeErr = l.ln.Close()
+		l.closeErr = l.closeEndpoint()
 		// controlLoop publishes a connection only while l is open (checked
 		// under mu), so either it is seen here or controlLoop closes it.
 		l.mu.Lock()
@@ -291,6 +318,44 @@ func (l *Listener) stop() error {
 	})
 	<-l.finished
 	return l.closeErr
+}
+
+// drainable is an endpoint whose name can be removed while its socket still
+// accepts (a Unix socket; a named pipe cannot).
+type drainable interface {
+	Unlink() error
+	SetDeadline(time.Time) error
+	AcceptQueued() ([]*net.UnixConn, error)
+}
+
+// closeEndpoint stops direct connections. Where the endpoint is drainable
+// it first removes its name, so no client can connect any more (a client
+// then gets ENOENT and asks the broker, which no longer routes here), then
+// ends the accept loop's wait, accepts what had already connected, and
+// only then closes the socket: a client whose connect succeeded, a
+// hello-skip client above all, is served rather than reset. Elsewhere it
+// closes at once.
+func (l *Listener) closeEndpoint() error {
+	if d, ok := l.ln.(drainable); ok {
+		if err := d.Unlink(); err != nil {
+			l.log.Warn("could not remove the endpoint before closing it", "err", err)
+		}
+		if d.SetDeadline(time.Unix(1, 0)) == nil {
+			<-l.acceptDone
+			queued, err := d.AcceptQueued()
+			if err != nil {
+				l.log.Warn("could not accept every connection queued on the endpoint", "err", err)
+			}
+			for _, c := range queued {
+				if _, ok := l.peers.Admit(c); !ok {
+					c.Close()
+					continue
+				}
+				l.keepLate(l.track(c))
+			}
+		}
+	}
+	return l.ln.Close()
 }
 
 func (l *Listener) closed() bool {
@@ -306,6 +371,7 @@ func (l *Listener) closed() bool {
 // the user's own uid only, to Accept.
 func (l *Listener) acceptLoop() {
 	defer l.wg.Done()
+	defer close(l.acceptDone)
 	delay := time.Duration(0)
 	for {
 		c, err := l.ln.Accept()
@@ -327,13 +393,24 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		tc := l.track(c)
+		if l.closed() {
+			l.keepLate(tc)
+			continue
+		}
 		select {
 		case l.direct <- tc:
 		case <-l.done:
-			tc.Close()
-			return
+			// Stopping: the endpoint is being drained (closeEndpoint).
+			l.keepLate(tc)
 		}
 	}
+}
+
+// keepLate queues a direct connection accepted while stopping for Accept.
+func (l *Listener) keepLate(c net.Conn) {
+	l.lateMu.Lock()
+	l.late = append(l.late, c)
+	l.lateMu.Unlock()
 }
 
 // sleep waits d or until Close; it reports false after Close.

@@ -1116,3 +1116,60 @@ func TestOfferOfUnusableDescriptorNothingWritten(t *testing.T) {
 		t.Errorf("ACK %v, want accepted", a)
 	}
 }
+
+// TestQuiesceServesConnectedClients: clients that connected to the
+// endpoint directly (the reconnect route, or the hello-skip fast path,
+// which sends no Hello) and were not yet accepted when the broker asked the
+// backend to quiesce are still served: Accept returns them before it
+// reports the listener closed, each a working connection. A client that
+// connects after that finds no endpoint (and asks the broker instead).
+func TestQuiesceServesConnectedClients(t *testing.T) {
+	fdcount.Check(t)
+	fb := newFakeBroker(t)
+	fb.setEnv()
+	l, p := listenUnder(t, fb)
+
+	// Nobody calls Accept yet: these wait in the listener.
+	var clients []net.Conn
+	for range 3 {
+		d, err := net.Dial("unix", fb.endpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Close()
+		clients = append(clients, d)
+	}
+	p.quiesce()
+	p.expectUnregister()
+	expectNoFile(t, fb.endpoint)
+	if _, err := net.Dial("unix", fb.endpoint); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("dial after the quiesce: %v, want ENOENT", err)
+	}
+	served := make(map[net.Conn]bool)
+	for range clients {
+		served[accept(t, l)] = true
+	}
+	expectAcceptClosed(t, l)
+	for _, d := range clients {
+		_ = d.SetDeadline(time.Now().Add(waitTimeout))
+		if _, err := d.Write([]byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for c := range served {
+		_ = c.SetDeadline(time.Now().Add(waitTimeout))
+		var b [4]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil || string(b[:]) != "ping" {
+			t.Fatalf("backend read %q, %v", b[:], err)
+		}
+		c.Close()
+	}
+	for _, d := range clients {
+		if b, err := io.ReadAll(d); err != nil || len(b) != 0 {
+			t.Fatalf("client read %q, %v; want EOF (served, then closed)", b, err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Errorf("Close after quiesce: %v", err)
+	}
+}

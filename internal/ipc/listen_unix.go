@@ -288,6 +288,73 @@ func (l *Listener) Path() string { return l.path }
 // SetDeadline sets the deadline for Accept; the zero time means none.
 func (l *Listener) SetDeadline(t time.Time) error { return l.ul.SetDeadline(t) }
 
+// Unlink removes the socket file, if it is still the one this listener
+// bound, and leaves the socket as it is: no client can connect any more,
+// while the connections already queued can still be accepted (Close
+// resets those). Close afterwards.
+func (l *Listener) Unlink() error {
+	if !l.stillOurs() {
+		return nil
+	}
+	if err := os.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("ipc: remove socket: %w", err)
+	}
+	return nil
+}
+
+// AcceptQueued accepts, without waiting, every connection already queued
+// on the socket, for a server that is closing it (after Unlink, so that no
+// more arrive) and would otherwise reset them. Call it while no Accept
+// runs.
+func (l *Listener) AcceptQueued() ([]*net.UnixConn, error) {
+	rc, err := l.ul.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("ipc: accept queued: %w", err)
+	}
+	var fds []int
+	var aerr error
+	if err := rc.Control(func(s uintptr) {
+		for {
+			// accept and close-on-exec under ForkLock, as package net does
+			// where accept4 is missing (macOS): no child inherits fd. The
+			// listening socket is non-blocking, so an empty queue is EAGAIN.
+			syscall.ForkLock.RLock()
+			fd, _, err := syscall.Accept(int(s))
+			if err == nil {
+				syscall.CloseOnExec(fd)
+			}
+			syscall.ForkLock.RUnlock()
+			switch {
+			case err == syscall.EINTR || err == syscall.ECONNABORTED:
+				continue
+			case err == syscall.EAGAIN:
+				return
+			case err != nil:
+				aerr = os.NewSyscallError("accept", err)
+				return
+			}
+			fds = append(fds, fd)
+		}
+	}); err != nil {
+		aerr = err
+	}
+	conns := make([]*net.UnixConn, 0, len(fds))
+	for _, fd := range fds {
+		f := os.NewFile(uintptr(fd), "queued")
+		c, err := net.FileConn(f)
+		_ = f.Close()
+		if err != nil {
+			aerr = errors.Join(aerr, err)
+			continue
+		}
+		conns = append(conns, c.(*net.UnixConn))
+	}
+	if aerr != nil {
+		return conns, fmt.Errorf("ipc: accept queued: %w", aerr)
+	}
+	return conns, nil
+}
+
 // Close stops accepting, removes the socket file if it is still the one this
 // listener bound, and releases the singleton lock. It is safe to call more
 // than once; later calls return the first result.
