@@ -208,10 +208,13 @@ func writeFileAtomicTest(t *testing.T, path, body string) {
 	}
 }
 
+// dial dials service through the harness's broker. Every dial sends a
+// Hello (the tests are about the broker): the hello-skip cache is off
+// unless opts turn it on.
 func (h *harness) dial(service string, opts ...client.Option) (*client.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return client.Dial(ctx, service, append([]client.Option{client.Socket(h.sock)}, opts...)...)
+	return client.Dial(ctx, service, append([]client.Option{client.Socket(h.sock), client.NoHelloSkip()}, opts...)...)
 }
 
 // echo checks that c echoes a message.

@@ -3,6 +3,7 @@
 package broker
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -290,4 +292,85 @@ func TestZeroRTTFailuresClientServed(t *testing.T) {
 			eventually(t, 10*time.Second, "broker fd count back to baseline", func() bool { return fdcount.Count(t) <= base })
 		})
 	}
+}
+
+func init() { extraRoles["whoami"] = runWhoami }
+
+// runWhoami answers every connection with one line, its version and pid,
+// then echoes.
+func runWhoami(ctx context.Context) int {
+	l, err := backend.Listen(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "whoami role:", err)
+		return 1
+	}
+	go func() { <-ctx.Done(); l.Close() }()
+	me := fmt.Sprintf("%s %d\n", os.Getenv("PORTIER_VERSION"), os.Getpid())
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return 0
+		}
+		go func() {
+			defer c.Close()
+			if _, err := io.WriteString(c, me); err == nil {
+				_, _ = io.Copy(c, c)
+			}
+		}()
+	}
+}
+
+// TestFastPathFollowsRetiredBackend: the fast path (the default options)
+// reaches the backend directly once it knows it, and a backend the broker
+// retires stops being reached that way: after a version bump (noticed by
+// the broker without any Hello, since these clients send none) and after
+// `portier stop`, every Dial still succeeds, and soon reaches the new
+// backend, directly again from the one after it.
+func TestFastPathFollowsRetiredBackend(t *testing.T) {
+	h := newHarness(t, nil)
+	h.define("who", "1.0.0", "whoami", "")
+	who := func() (string, client.Route) {
+		t.Helper()
+		c, err := h.dial("who", client.HelloSkip())
+		if err != nil {
+			t.Fatalf("Dial: %v (the fast path must never be an error)", err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		line, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return line, c.Route()
+	}
+	first, route := who()
+	if route == client.Direct {
+		t.Fatalf("first Dial took the direct route")
+	}
+	if again, route := who(); again != first || route != client.Direct {
+		t.Fatalf("second Dial: %q on %s, want %q on the direct route", again, route, first)
+	}
+
+	// A new version: the broker retires the old backend within a second
+	// (its janitor), and the fast path then asks the broker again.
+	h.define("who", "2.0.0", "whoami", "")
+	var now string
+	eventually(t, 10*time.Second, "a Dial served by 2.0.0", func() bool {
+		now, _ = who()
+		return strings.HasPrefix(now, "2.0.0 ")
+	})
+	if again, route := who(); again != now || route != client.Direct {
+		t.Fatalf("after the new backend was reached: %q on %s, want %q on the direct route", again, route, now)
+	}
+
+	// portier stop: the backend is retired at once (it stops listening as
+	// soon as it reads the Quiesce; a Dial before that is still served by
+	// it, as any connection made just before a stop).
+	if stopped := h.b.sup.stopService("who", "test"); len(stopped) != 1 {
+		t.Fatalf("stop retired %d backends, want 1", len(stopped))
+	}
+	eventually(t, 10*time.Second, "a Dial served by a new backend", func() bool {
+		next, _ := who()
+		return next != now
+	})
 }

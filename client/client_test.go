@@ -703,15 +703,34 @@ func TestHelloSkip(t *testing.T) {
 		t.Fatalf("%d hellos", n)
 	}
 
-	// Without HelloSkip the cache is not consulted.
+	// The cache is on by default.
 	c, err := Dial(t.Context(), "echo", Socket(e.fb.sock))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Route() != Reconnect {
-		t.Fatalf("without HelloSkip: route %v", c.Route())
+	if c.Route() != Direct {
+		t.Fatalf("default options: route %v, want direct", c.Route())
 	}
 	finish(c, rec2, "")
+
+	// NoHelloSkip neither consults the cache nor fills it.
+	c, err = Dial(t.Context(), "echo", Socket(e.fb.sock), NoHelloSkip())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Route() != Reconnect || e.fb.hellos.Load() != 4 {
+		t.Fatalf("NoHelloSkip: route %v, %d hellos", c.Route(), e.fb.hellos.Load())
+	}
+	finish(c, rec2, "")
+	skipCache.Delete(cacheKey{socket: e.fb.sock, service: "echo"})
+	c, err = Dial(t.Context(), "echo", Socket(e.fb.sock), NoHelloSkip())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, ok := skipCache.Load(cacheKey{socket: e.fb.sock, service: "echo"}); ok {
+		t.Fatal("a Dial with NoHelloSkip filled the cache")
+	}
 }
 
 func TestConcurrentDials(t *testing.T) {
@@ -721,7 +740,7 @@ func TestConcurrentDials(t *testing.T) {
 	errs := make(chan error, n)
 	for range n {
 		wg.Go(func() {
-			c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), EarlyData([]byte("x")))
+			c, err := Dial(t.Context(), "echo", Socket(e.fb.sock), EarlyData([]byte("x")), NoHelloSkip())
 			if err != nil {
 				errs <- err
 				return

@@ -202,14 +202,26 @@ func (d *dialer) forget() {
 	}
 }
 
-// direct dials a cached backend_pipe. It returns (nil, nil) when the entry
-// is stale; the entry is then dropped and the caller does a full Hello.
+// direct dials a cached backend_pipe: the repeat-connection fast path. The
+// connection is used only when its peer runs as this user (the same check
+// as the broker's), so the early data never goes to another user's process
+// that took the endpoint's name. It returns (nil, nil) when the entry is
+// stale (nobody listens, or not this user); the entry is then dropped and
+// the caller does a full Hello.
+//
+// Only the user is checked, not which process: backend_pipe is a fresh
+// name for every backend the broker starts, in the user's private
+// directory (on Windows a random pipe name), removed when the backend stops
+// listening. So a process serving it is the backend the entry was made for,
+// or one the same user set up there on purpose, which a pid would not tell
+// apart either; and v1's Negotiated has no field that names the backend's
+// pid.
 func (d *dialer) direct(e cacheEntry) (*Conn, error) {
 	key := d.cacheKey()
 	deadline := d.deadline(d.cfg.handshakeTimeout)
 	uc, err := dialEndpoint(d.ctx, e.pipe, deadline)
 	if err == nil {
-		if err = checkBackend(uc); err != nil {
+		if _, err = ipc.CheckPeer(uc, ipc.EffectiveUID); err != nil {
 			_ = uc.Close()
 		}
 	}

@@ -42,7 +42,7 @@ type config struct {
 }
 
 func newConfig(opts []Option) config {
-	c := config{handshakeTimeout: DefaultHandshakeTimeout, readyTimeout: DefaultReadyTimeout}
+	c := config{handshakeTimeout: DefaultHandshakeTimeout, readyTimeout: DefaultReadyTimeout, helloSkip: true}
 	for _, o := range opts {
 		if o != nil {
 			o(&c)
@@ -120,24 +120,39 @@ func ReadyTimeout(d time.Duration) Option {
 }
 
 // NoHandoff tells the broker that this client will not adopt a handed-off
-// connection (CAP_HANDLE_PASSING is not sent), so it always takes the
-// reconnect route (or the direct route with HelloSkip).
+// connection (CAP_HANDLE_PASSING is not sent), so it takes the reconnect
+// route (or, once its hello-skip cache knows the backend, the direct route).
 func NoHandoff() Option { return func(c *config) { c.noHandoff = true } }
 
-// HelloSkip enables the per-process hello-skip cache. A Dial that completes a
-// Hello records the backend_pipe it was given under (broker socket, service,
-// version as asked). A later Dial with HelloSkip and a cached entry dials that
-// backend_pipe directly (Route Direct) without talking to the broker; if the
-// dial fails the entry is dropped and a full Hello follows, silently.
+// HelloSkip turns on the per-process hello-skip cache (the repeat-connection
+// fast path). It is on by default; NoHelloSkip turns it off.
 //
-// The key is the version as asked, including the empty "whatever the
-// definition names": with an empty Version a cached entry keeps reaching the
-// backend that served the first Dial for as long as that backend listens,
-// even if the definition has since named a newer version. Pass Version for an
-// exact match. A direct dial also bypasses broker policy (rate limits, a
+// A Dial that completes a Hello records the backend_pipe it was given under
+// (broker endpoint, service, version as asked). A later Dial with a cached
+// entry dials that backend_pipe directly (Route Direct) without talking to
+// the broker, and uses the connection only when its peer runs as this
+// user (ipc.CheckPeer, as for the broker). Any failure (nobody listens
+// there any more, another user's process does, the early data cannot be
+// written) drops the entry and a full Hello follows, silently: the fast path
+// is never an error.
+//
+// An entry lives as long as its backend listens. A backend stops listening
+// (and removes its endpoint) as soon as the broker retires it: when its
+// definition names another version or launch, its program was rebuilt (the
+// broker checks each backend once a second without waiting for a Hello),
+// `portier stop` or `restart`, or it has been idle. So a direct dial reaches
+// the old build for at most about a second after a rebuild, and the next
+// Hello then reaches the new one. The key is the version as asked; with an
+// empty Version the entry follows whatever backend served the first Dial
+// until it is retired. A direct dial bypasses broker policy (rate limits, a
 // version blocked after the entry was cached) for as long as that backend
-// lives.
+// lives, and is not counted in the broker's routed connections.
 func HelloSkip() Option { return func(c *config) { c.helloSkip = true } }
+
+// NoHelloSkip turns the hello-skip cache off for this Dial: it always sends
+// a Hello (and takes the handoff or reconnect route), and does not record
+// the backend_pipe it learns.
+func NoHelloSkip() Option { return func(c *config) { c.helloSkip = false } }
 
 // EarlyData sends b, the caller's first request, in the same write as the
 // Hello, so it reaches the backend without an extra round trip. When the

@@ -58,7 +58,9 @@ func dialCmd(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return exitUsage
 	}
-	opts := []client.Option{client.Version(*version), client.Socket(*socket)}
+	// One Dial per process: the hello-skip cache could not help, and -v
+	// reports the route the broker gave.
+	opts := []client.Option{client.Version(*version), client.Socket(*socket), client.NoHelloSkip()}
 	if *noHandoff {
 		opts = append(opts, client.NoHandoff())
 	}

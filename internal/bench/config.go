@@ -96,12 +96,12 @@ const (
 // backend; see dialer.
 const (
 	stratDirect         = "direct"          // net.Dial of backend_pipe
-	stratHandoff        = "handoff"         // client.Dial, default options
-	stratReconnect      = "reconnect"       // client.Dial with NoHandoff
-	stratFastpath       = "fastpath"        // client.Dial with HelloSkip, after one Dial filled its cache
+	stratHandoff        = "handoff"         // client.Dial with NoHelloSkip (a Hello every time)
+	stratReconnect      = "reconnect"       // client.Dial with NoHandoff and NoHelloSkip
+	stratFastpath       = "fastpath"        // client.Dial, default options, after one Dial filled its cache
 	stratProxy          = "proxy"           // net.Dial of the bench's copying proxy
-	stratHandoffEarly   = "handoff+early"   // client.Dial with EarlyData
-	stratReconnectEarly = "reconnect+early" // client.Dial with NoHandoff and EarlyData
+	stratHandoffEarly   = "handoff+early"   // client.Dial with NoHelloSkip and EarlyData
+	stratReconnectEarly = "reconnect+early" // client.Dial with NoHandoff, NoHelloSkip and EarlyData
 )
 
 // strategyOrder is the order of the report's rows.

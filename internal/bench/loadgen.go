@@ -139,15 +139,20 @@ func newDialer(strategy, socket, pipe string) (*dialer, error) {
 			return nil, fmt.Errorf("strategy %s needs --pipe", strategy)
 		}
 		return d, nil
+	// The handoff and reconnect strategies send a Hello every time
+	// (NoHelloSkip): with the default options every Dial after the first
+	// would take the fast path, which is its own strategy.
 	case stratHandoff:
+		d.opts = append(d.opts, client.NoHelloSkip())
 	case stratReconnect:
-		d.opts = append(d.opts, client.NoHandoff())
+		d.opts = append(d.opts, client.NoHandoff(), client.NoHelloSkip())
 	case stratFastpath:
-		d.opts = append(d.opts, client.HelloSkip())
+		// The default options: the hello-skip fast path.
 	case stratHandoffEarly:
+		d.opts = append(d.opts, client.NoHelloSkip())
 		d.early = true
 	case stratReconnectEarly:
-		d.opts = append(d.opts, client.NoHandoff())
+		d.opts = append(d.opts, client.NoHandoff(), client.NoHelloSkip())
 		d.early = true
 	default:
 		return nil, fmt.Errorf("unknown strategy %q", strategy)

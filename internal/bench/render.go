@@ -62,7 +62,7 @@ func (r *Report) tables() []table {
 		"CPU is the on-CPU time of client, broker, backend and proxy (per-thread schedstat) during the measured phase, per connection.",
 	}
 	if slices.ContainsFunc(r.RTT, func(s RTTSummary) bool { return s.Strategy == stratFastpath }) {
-		lat.notes = append(lat.notes, "fastpath: client.Dial with HelloSkip in a client process whose first (warm-up) Dial filled the hello-skip cache, so it dials backend_pipe directly (route direct).")
+		lat.notes = append(lat.notes, "fastpath: client.Dial with the default options in a client process whose first (warm-up) Dial filled the hello-skip cache, so it dials backend_pipe directly (route direct); handoff and reconnect pass NoHelloSkip, so each of their Dials sends a Hello.")
 	}
 	ts = append(ts, lat)
 

@@ -506,7 +506,7 @@ func TestRenderNewSections(t *testing.T) {
 		"Context switches / read+write syscalls per connection by process",
 		"2.5 / 4.0", // the fast path's client: 25 switches, 40 syscalls over 10 connections
 		"10 at the curve's other levels",
-		"fastpath: client.Dial with HelloSkip",
+		"fastpath: client.Dial with the default options",
 		"Broker descriptors after 500 parked clients close",
 		"42 ms after the last client exited",
 		"broker fds back to idle within 1 s after 500 parked clients close",

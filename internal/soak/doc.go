@@ -12,8 +12,10 @@
 // # What a client does
 //
 // Config.Clients goroutines dial the "echo" service with client.Dial,
-// rotating between the default options (the handoff route), HelloSkip and
-// EarlyData (the first request travels with the Hello), and make a few round
+// rotating between the handoff route (NoHelloSkip: a Hello every time), the
+// default options (the hello-skip fast path, the direct route once the
+// process knows the backend) and EarlyData (the first request travels with
+// the Hello, NoHelloSkip), and make a few round
 // trips on each connection. A request is a frame: magic, sequence number,
 // length, CRC-32 and a random payload. The backend checks every field and
 // echoes the frame, so a reply that is not the exact bytes sent is corrupt,

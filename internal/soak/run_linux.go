@@ -51,14 +51,14 @@ const (
 type mode uint8
 
 const (
-	modeDefault   mode = iota // handoff route
-	modeHelloSkip             // hello-skip cache, direct route once cached
-	modeEarlyData             // first request travels with the Hello
+	modeHandoff   mode = iota // handoff route: a Hello every time (NoHelloSkip)
+	modeHelloSkip             // the default options: hello-skip cache, direct route once cached
+	modeEarlyData             // first request travels with the Hello (NoHelloSkip)
 )
 
-// modes is the rotation of each client: half default, a quarter each of
-// HelloSkip and EarlyData.
-var modes = [...]mode{modeDefault, modeHelloSkip, modeDefault, modeEarlyData}
+// modes is the rotation of each client: half handoff, a quarter each of
+// the default options (the fast path) and EarlyData.
+var modes = [...]mode{modeHandoff, modeHelloSkip, modeHandoff, modeEarlyData}
 
 // Run runs a soak: it starts a broker on a private temporary directory,
 // measures a quiet point, runs the clients and the chaos for
@@ -639,7 +639,7 @@ func (r *runner) probe(svc string) error {
 	deadline := time.Now().Add(probeWait)
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	for {
-		o := r.attempt(svc, modeDefault, rng)
+		o := r.attempt(svc, modeHandoff, rng)
 		if o.kind == kindCorrect {
 			return nil
 		}
@@ -689,10 +689,10 @@ func (r *runner) attempt(svc string, m mode, rng *mrand.Rand) outcome {
 	first := appendRequest(nil, 0, payload(rng))
 	opts := []client.Option{client.Socket(r.sock)}
 	switch m {
-	case modeHelloSkip:
-		opts = append(opts, client.HelloSkip())
+	case modeHandoff:
+		opts = append(opts, client.NoHelloSkip())
 	case modeEarlyData:
-		opts = append(opts, client.EarlyData(first))
+		opts = append(opts, client.NoHelloSkip(), client.EarlyData(first))
 	}
 	c, err := client.Dial(ctx, svc, opts...)
 	if err != nil {

@@ -89,7 +89,7 @@ func TestSmokeDetects(t *testing.T) {
 				t.Errorf("checks failed without any fault or chaos: %v", v)
 			}
 			if c.Routes["handoff"] == 0 || c.Routes["direct"] == 0 {
-				t.Errorf("routes %v: want handoff (default options) and direct (HelloSkip)", c.Routes)
+				t.Errorf("routes %v: want handoff (NoHelloSkip) and direct (the default fast path)", c.Routes)
 			}
 		}},
 		{"corrupting backend", "corrupt", 0, false, func(t *testing.T, rep *Report) {
