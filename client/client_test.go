@@ -379,15 +379,12 @@ func TestProtocolErrors(t *testing.T) {
 		name  string
 		reply func(fb *fakeBroker, hf *pb.Frame) []byte
 		is    error
-		// hellos: a connection that ends before the reply ends a 0-RTT
-		// Hello; the client then asks once more without the capability.
-		hellos int32
 	}{
-		{name: "eof before reply", reply: func(*fakeBroker, *pb.Frame) []byte { return nil }, is: io.EOF, hellos: 2},
+		{name: "eof before reply", reply: func(*fakeBroker, *pb.Frame) []byte { return nil }, is: io.EOF},
 		{name: "truncated reply", reply: func(fb *fakeBroker, hf *pb.Frame) []byte {
 			b := handoffReply(fb.t, hf, fb.pipeOf())
 			return b[:len(b)-1]
-		}, is: io.ErrUnexpectedEOF, hellos: 2},
+		}, is: io.ErrUnexpectedEOF},
 		{name: "bad framing byte", reply: func(*fakeBroker, *pb.Frame) []byte {
 			return []byte{0x07, 0, 0, 0, 0}
 		}, is: wire.ErrBadFramingVersion},
@@ -442,8 +439,8 @@ func TestProtocolErrors(t *testing.T) {
 			if errors.Is(err, ErrBrokerUnavailable) {
 				t.Fatalf("%v matches ErrBrokerUnavailable", err)
 			}
-			if want := max(tc.hellos, 1); e.fb.hellos.Load() != want {
-				t.Fatalf("%d Hellos, want %d", e.fb.hellos.Load(), want)
+			if n := e.fb.hellos.Load(); n != 1 {
+				t.Fatalf("%d Hellos, want 1", n)
 			}
 		})
 	}
@@ -456,8 +453,8 @@ func TestProtocolErrors(t *testing.T) {
 // carrying the early data: the client is served on the reconnect route,
 // its early data read once. The end may be EOF, a reply cut short, or
 // ECONNRESET (the early data unread).
-// A client without CAP_PORTIER_0RTT (NoHandoff) takes the same end for a
-// broken broker.
+// A client without CAP_PORTIER_0RTT (without early data, or NoHandoff)
+// takes the same end for a broken broker.
 func TestZeroRTTNoReplyRehello(t *testing.T) {
 	ends := map[string]func(fb *fakeBroker, c net.Conn, hf *pb.Frame){
 		"eof, early data read": func(_ *fakeBroker, c net.Conn, _ *pb.Frame) {
@@ -504,13 +501,19 @@ func TestZeroRTTNoReplyRehello(t *testing.T) {
 			}
 		})
 	}
-	t.Run("without 0-RTT", func(t *testing.T) {
-		e := newEnv(t, func(*fakeBroker, net.Conn, *pb.Frame, *pb.Hello) {})
-		_, err := Dial(t.Context(), "echo", Socket(e.fb.sock), NoHandoff())
-		if !errors.Is(err, ErrProtocol) || e.fb.hellos.Load() != 1 {
-			t.Fatalf("got %v after %d Hellos, want a protocol error after 1", err, e.fb.hellos.Load())
-		}
-	})
+	for name, opts := range map[string][]Option{"without early data": nil, "NoHandoff": {NoHandoff(), EarlyData([]byte("REQ1"))}} {
+		t.Run("without 0-RTT, "+name, func(t *testing.T) {
+			e := newEnv(t, func(fb *fakeBroker, _ net.Conn, _ *pb.Frame, h *pb.Hello) {
+				if caps := h.GetClientCapabilities(); caps&wire.CapZeroRTT != 0 {
+					fb.t.Errorf("Hello with CAP_PORTIER_0RTT (caps %#x)", caps)
+				}
+			})
+			_, err := Dial(t.Context(), "echo", append(opts, Socket(e.fb.sock))...)
+			if !errors.Is(err, ErrProtocol) || e.fb.hellos.Load() != 1 {
+				t.Fatalf("got %v after %d Hellos, want a protocol error after 1", err, e.fb.hellos.Load())
+			}
+		})
+	}
 }
 
 func TestBackendUnavailable(t *testing.T) {
@@ -830,6 +833,8 @@ func TestLastChance(t *testing.T) {
 // wanted_version v1 forbids; it asks for any version with the portier
 // extension bit. A Dial with Version sends exactly that, without the bit.
 // Every Hello says the client knows portier's refusal codes.
+// CAP_PORTIER_0RTT goes with the handoff capability when the client waits
+// for the ready event anyway (EarlyData, AwaitReady).
 func TestHelloWantedVersion(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -837,10 +842,14 @@ func TestHelloWantedVersion(t *testing.T) {
 		wantVer  string
 		wantCaps uint64
 	}{
-		{"no Version", nil, wire.AnyVersion, wire.CapHandlePassing | wire.CapZeroRTT | wire.CapAnyVersion | wire.CapRefusalCodes},
-		{"empty Version", []Option{Version("")}, wire.AnyVersion, wire.CapHandlePassing | wire.CapZeroRTT | wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"no Version", nil, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"empty Version", []Option{Version("")}, wire.AnyVersion, wire.CapHandlePassing | wire.CapAnyVersion | wire.CapRefusalCodes},
 		{"no Version, no handoff", []Option{NoHandoff()}, wire.AnyVersion, wire.CapAnyVersion | wire.CapRefusalCodes},
-		{"Version", []Option{Version("1.2.3")}, "1.2.3", wire.CapHandlePassing | wire.CapZeroRTT | wire.CapRefusalCodes},
+		{"Version", []Option{Version("1.2.3")}, "1.2.3", wire.CapHandlePassing | wire.CapRefusalCodes},
+		// 0-RTT when the client waits for the ready event anyway.
+		{"EarlyData", []Option{EarlyData([]byte("x"))}, wire.AnyVersion, wire.CapHandlePassing | wire.CapZeroRTT | wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"AwaitReady", []Option{AwaitReady()}, wire.AnyVersion, wire.CapHandlePassing | wire.CapZeroRTT | wire.CapAnyVersion | wire.CapRefusalCodes},
+		{"EarlyData, no handoff", []Option{EarlyData([]byte("x")), NoHandoff()}, wire.AnyVersion, wire.CapAnyVersion | wire.CapRefusalCodes},
 		{"Version, no handoff", []Option{Version("1.2.3-rc.1"), NoHandoff()}, "1.2.3-rc.1", wire.CapRefusalCodes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -57,9 +57,10 @@ func newHello(service string, cfg config) (*pb.Hello, uint64) {
 	wanted, caps := cfg.wantedVersion()
 	caps |= wire.CapRefusalCodes
 	if !cfg.noHandoff {
-		// 0-RTT too: this client answers a connection that ends before
-		// any reply with a fresh Hello (handshake, errNoReply).
-		caps |= wire.CapHandlePassing | wire.CapZeroRTT
+		caps |= wire.CapHandlePassing
+		if cfg.zeroRTT() {
+			caps |= wire.CapZeroRTT
+		}
 	}
 	return &pb.Hello{
 		ClientMinProtocol:  wire.ProtocolVersion,

@@ -51,6 +51,20 @@ func newConfig(opts []Option) config {
 	return c
 }
 
+// zeroRTT reports whether Dial asks for a 0-RTT handoff (CAP_PORTIER_0RTT:
+// the backend, not the broker, writes Negotiated, together with the ready
+// event; this client answers a connection that ends before any reply with
+// a fresh Hello, see errNoReply). It does when it waits for the ready
+// event anyway, because its first request already went with the Hello
+// (EarlyData) or because it was asked to (AwaitReady): then one read
+// brings both frames instead of two. Otherwise the broker's Negotiated,
+// written before the offer, lets Dial return while the backend adopts
+// the connection, and the caller's first request travels meanwhile: for
+// that plain use a 0-RTT Dial, which returns only once the backend has
+// the connection, was measured about 20 % slower (see
+// docs/PERFORMANCE.md).
+func (c *config) zeroRTT() bool { return len(c.earlyData) > 0 || c.awaitReady }
+
 // AwaitReady makes Dial wait for the backend's handoff-ready event (or
 // finish the reconnect fallback) before it returns, so Route is known and a
 // backend that cannot be reached at all is a Dial error. Without it, a Dial
