@@ -57,14 +57,24 @@ func reap(t *testing.T, pid int, d time.Duration) {
 	}
 }
 
-// isZombie reports whether pid is an exited process nobody reaped yet.
+// isZombie reports whether pid is an exited process nobody reaped yet, all
+// of its threads gone. The thread-group leader shows "Z" as soon as it has
+// exited itself, while other threads of a Go process may still be exiting;
+// the descriptors they share (the backend's listener among them) close only
+// with the last of them, so until then a connect to the backend's socket can
+// still land in its backlog, to be reset a moment later.
 func isZombie(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
 	i := strings.LastIndexByte(string(data), ')')
-	return i > 0 && strings.HasPrefix(string(data[i+1:]), " Z")
+	if i < 0 {
+		return false
+	}
+	// After the command: state (field 3) ... num_threads (field 20).
+	f := strings.Fields(string(data[i+1:]))
+	return len(f) > 17 && f[0] == "Z" && f[17] == "1"
 }
 
 // waitRecorded waits until the broker's state file records pid.
