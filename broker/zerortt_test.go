@@ -229,69 +229,77 @@ func TestZeroRTTFailuresEndWithoutAByte(t *testing.T) {
 // dies holding it, or holds it without an ACK. Each time Dial returns no
 // error, the client is served on the reconnect route, and the early data
 // reaches a backend exactly once; the fallback is counted at its stage.
+// Each case runs with the hello-skip fast path off, and on as by default
+// (its cache empty: the warm-up sent NoHelloSkip), where the fresh Hello
+// must still be sent and still be served.
 func TestZeroRTTFailuresClientServed(t *testing.T) {
-	cases := []struct {
-		name, role  string
-		stage       handoff.Stage
-		reason      handoff.Reason
-		failDeliver bool
-		ackDeadline time.Duration
-	}{
+	cases := []zeroRTTFailure{
 		{name: "deliver fails", role: "echo", stage: handoff.StageDeliver, reason: handoff.ReasonTransferFailed, failDeliver: true},
 		{name: "backend rejects", role: "reject-0rtt", stage: handoff.StageAcknowledge, reason: handoff.ReasonBackendRejected},
 		{name: "backend dies holding the offer", role: "die-on-offer-0rtt", stage: handoff.StageAwaitAck, reason: handoff.ReasonTransferFailed},
 		{name: "backend never ACKs", role: "hold-0rtt", stage: handoff.StageAwaitAck, reason: handoff.ReasonAckTimeout, ackDeadline: 300 * time.Millisecond},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, func(c *Config) {
-				if tc.ackDeadline > 0 {
-					c.Handoff.AckDeadline = tc.ackDeadline
-				}
-			})
-			h.define("svc", "1.0.0", tc.role, "")
-			h.warm("svc")
-			base := fdcount.Count(t)
-			if tc.failDeliver {
-				// The first offer after the warm-up fails to go out.
-				var once sync.Once
-				testHookDeliver = func() error {
-					err := error(nil)
-					once.Do(func() { err = errors.New("test: the offer cannot be sent") })
-					return err
-				}
-				t.Cleanup(func() { testHookDeliver = nil })
-			}
-			c, err := h.dial("svc", client.EarlyData([]byte("req-1")))
-			if err != nil {
-				t.Fatalf("Dial: %v (a failed handoff must not be a client error)", err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			readEcho(t, c, "req-1")
-			if c.Route() != client.Reconnect {
-				t.Fatalf("route %s, want reconnect", c.Route())
-			}
-			// Nothing but what follows: the early data was not delivered
-			// twice.
-			if _, err := io.WriteString(c, "end"); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			if rest, err := io.ReadAll(c); err != nil || string(rest) != "end" {
-				t.Fatalf("after the early data's echo: %q, %v; want \"end\" alone", rest, err)
-			}
-			c.Close()
-			h.settle()
-			st := h.b.orch.Stats()
-			if st.Completed != 0 || st.TotalFallbacks() != 1 || st.Fallback(tc.stage, tc.reason) != 1 {
-				t.Fatalf("stats %+v, want one fallback at %s/%s", st, tc.stage, tc.reason)
-			}
-			eventually(t, 10*time.Second, "broker fd count back to baseline", func() bool { return fdcount.Count(t) <= base })
-		})
+		t.Run(tc.name+", NoHelloSkip", func(t *testing.T) { tc.run(t) })
+		t.Run(tc.name+", default options", func(t *testing.T) { tc.run(t, client.HelloSkip()) })
 	}
+}
+
+// zeroRTTFailure is one case of TestZeroRTTFailuresClientServed.
+type zeroRTTFailure struct {
+	name, role  string
+	stage       handoff.Stage
+	reason      handoff.Reason
+	failDeliver bool
+	ackDeadline time.Duration
+}
+
+func (tc zeroRTTFailure) run(t *testing.T, opts ...client.Option) {
+	h := newHarness(t, func(c *Config) {
+		if tc.ackDeadline > 0 {
+			c.Handoff.AckDeadline = tc.ackDeadline
+		}
+	})
+	h.define("svc", "1.0.0", tc.role, "")
+	h.warm("svc")
+	base := fdcount.Count(t)
+	if tc.failDeliver {
+		// The first offer after the warm-up fails to go out.
+		var once sync.Once
+		testHookDeliver = func() error {
+			err := error(nil)
+			once.Do(func() { err = errors.New("test: the offer cannot be sent") })
+			return err
+		}
+		t.Cleanup(func() { testHookDeliver = nil })
+	}
+	c, err := h.dial("svc", append(opts, client.EarlyData([]byte("req-1")))...)
+	if err != nil {
+		t.Fatalf("Dial: %v (a failed handoff must not be a client error)", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	readEcho(t, c, "req-1")
+	if c.Route() != client.Reconnect {
+		t.Fatalf("route %s, want reconnect", c.Route())
+	}
+	// Nothing but what follows: the early data was not delivered twice.
+	if _, err := io.WriteString(c, "end"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if rest, err := io.ReadAll(c); err != nil || string(rest) != "end" {
+		t.Fatalf("after the early data's echo: %q, %v; want \"end\" alone", rest, err)
+	}
+	c.Close()
+	h.settle()
+	st := h.b.orch.Stats()
+	if st.Completed != 0 || st.TotalFallbacks() != 1 || st.Fallback(tc.stage, tc.reason) != 1 {
+		t.Fatalf("stats %+v, want one fallback at %s/%s", st, tc.stage, tc.reason)
+	}
+	eventually(t, 10*time.Second, "broker fd count back to baseline", func() bool { return fdcount.Count(t) <= base })
 }
 
 func init() { extraRoles["whoami"] = runWhoami }
