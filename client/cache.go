@@ -11,5 +11,5 @@ type cacheEntry struct{ pipe, daemonVersion string }
 
 // skipCache is the per-process hello-skip cache (cacheKey -> cacheEntry).
 // It only grows by the distinct (socket, service, version) triples this
-// process dials with HelloSkip.
+// process dials without NoHelloSkip.
 var skipCache sync.Map

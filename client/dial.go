@@ -185,7 +185,7 @@ func (d *dialer) cacheKey() cacheKey {
 	return cacheKey{socket: d.sock, service: d.service, version: d.cfg.version}
 }
 
-// remember records backend_pipe in the hello-skip cache (HelloSkip only).
+// remember records backend_pipe in the hello-skip cache (unless NoHelloSkip).
 func (d *dialer) remember(neg *pb.Negotiated) {
 	if !d.cfg.helloSkip || neg.GetBackendPipe() == "" {
 		return

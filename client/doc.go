@@ -14,8 +14,9 @@
 //   - Reconnect: the broker answered Negotiated, but no handoff was attempted
 //     or it did not complete (EOF, a refused or mismatched ready event,
 //     garbage, or the ready timeout). The client dialed backend_pipe.
-//   - Direct: HelloSkip found a cached backend_pipe for this broker, service
-//     and version and dialed it without talking to the broker at all.
+//   - Direct: the hello-skip fast path (on unless NoHelloSkip) found a cached
+//     backend_pipe for this broker, service and version and dialed it
+//     without talking to the broker at all.
 //
 // A failed handoff is never an error to the caller: every failure after
 // Negotiated ends on the reconnect route. Dial returns
