@@ -159,7 +159,7 @@ func StartBroker(log *slog.Logger, services ...Service) (*Broker, error) {
 	}
 	b := &Broker{Dir: dir, Socket: endpoint(dir), ServicesDir: filepath.Join(dir, "services")}
 	fail := func(err error) (*Broker, error) {
-		os.RemoveAll(dir)
+		removeAll(dir)
 		return nil, err
 	}
 	if err := os.Mkdir(b.ServicesDir, 0o700); err != nil {
@@ -228,7 +228,7 @@ func (b *Broker) Close() error {
 		case <-t.C:
 			b.closeErr = fmt.Errorf("portiertest: the broker did not stop within %s", stopWait)
 		}
-		if err := os.RemoveAll(b.Dir); err != nil && b.closeErr == nil {
+		if err := removeAll(b.Dir); err != nil && b.closeErr == nil {
 			b.closeErr = fmt.Errorf("portiertest: %w", err)
 		}
 	})
