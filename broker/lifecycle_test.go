@@ -462,7 +462,7 @@ func TestIdleBackendQuiescedThenRespawned(t *testing.T) {
 // took them before it began to stop; none is reset without a reply. After
 // the broker is gone its socket is too, so a new client finds no broker.
 func TestStoppingBrokerAnswersQueuedClients(t *testing.T) {
-	const n = 64
+	const n = 256
 	h := newProcHarness(t)
 	h.define("echo", "1.0.0", "echo", "")
 	p := startBrokerProc(t, h)
@@ -516,5 +516,34 @@ func TestStoppingBrokerAnswersQueuedClients(t *testing.T) {
 	}
 	if _, err := os.Lstat(h.sock); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("the stopped broker's socket: %v, want it removed", err)
+	}
+}
+
+// TestStartCutShortByStop: a backend that could not register because the
+// broker began to stop (its socket is gone) did not fail: the Hellos
+// waiting for it are told SHUTTING_DOWN, with a retry delay, and nothing
+// counts against the service's start budget or shows it as failing.
+func TestStartCutShortByStop(t *testing.T) {
+	h := newHarness(t, nil)
+	h.define("echo", "1.0.0", "echo", "")
+	def, err := h.b.defs.Lookup("echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := h.b.sup.newProc(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.b.shutting.Store(true) // as Serve does first when it stops
+	h.b.sup.startFailed(p, h.b.log, "exited before registering: exit status 1", "exit status 1", "echo-1.0.0.log")
+	var rf *refusal
+	if !errors.As(p.readyErr, &rf) || rf.code != pb.ErrorCode_ERROR_SHUTTING_DOWN || rf.retryAfter <= 0 {
+		t.Fatalf("waiting Hellos get %v, want SHUTTING_DOWN with a retry delay", p.readyErr)
+	}
+	if n := h.spawns("echo", "failed"); n != 0 {
+		t.Errorf("failed spawns counted: %d", n)
+	}
+	if fs := h.b.sup.failureStatus(time.Now()); len(fs) != 0 {
+		t.Errorf("status lists failing services: %v", fs)
 	}
 }

@@ -370,6 +370,17 @@ func (s *supervisor) spawn(p *proc, traceparent string) {
 func (s *supervisor) startFailed(p *proc, log interface {
 	Warn(string, ...any)
 }, why, status, logPath string) {
+	if s.b.shutting.Load() {
+		// The broker began to stop while the backend started: it could not
+		// register (the broker's socket is gone, or going) and says so.
+		// Not the program's failure: the Hellos waiting for it are told to
+		// retry with the successor, and nothing counts against the start
+		// budget.
+		log.Warn("backend start cut short by the broker's stop", "pid", p.pid, "why", why, "log", logPath)
+		p.markReady(&refusal{code: pb.ErrorCode_ERROR_SHUTTING_DOWN,
+			reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second})
+		return
+	}
 	s.b.metrics.spawn(p.service, "failed")
 	log.Warn("backend failed to start", "pid", p.pid, "why", why, "log", logPath)
 	s.failedStart(p, spawnRefusal(p, why, status, logPath), logPath, true)
