@@ -255,7 +255,8 @@ func (b *Broker) serveHello(c acceptedConn, cred ipc.Cred, f *pb.Frame) {
 		return
 	}
 	if b.shutting.Load() {
-		b.refuse(c, f, pb.ErrorCode_ERROR_SHUTTING_DOWN, "the broker is shutting down; retry to reach its successor", time.Second, nil)
+		rf := shuttingDown()
+		b.refuse(c, f, rf.code, rf.reason, rf.retryAfter, nil)
 		return
 	}
 	// The caller's deadline: a Hello nobody waits for any more starts
@@ -509,6 +510,13 @@ func versionRule(d *servicedef.Definition) string {
 }
 
 // refusal is an error that becomes a typed Refused.
+// shuttingDown is the refusal of a broker that is stopping: retrying a
+// moment later reaches its successor (a restart) or finds no broker.
+func shuttingDown() *refusal {
+	return &refusal{code: pb.ErrorCode_ERROR_SHUTTING_DOWN,
+		reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second}
+}
+
 type refusal struct {
 	code       pb.ErrorCode
 	reason     string

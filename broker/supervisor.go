@@ -181,8 +181,7 @@ func (s *supervisor) acquire(def *servicedef.Definition, traceparent string) (*p
 		// shutdown has taken (or is taking) its snapshot of starting
 		// backends: a start now would outlive Serve.
 		s.mu.Unlock()
-		return nil, &refusal{code: pb.ErrorCode_ERROR_SHUTTING_DOWN,
-			reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second}
+		return nil, shuttingDown()
 	}
 	p := s.procs[k]
 	if p != nil && (p.gone.Load() || p.quiesced.Load() || (isClosed(p.ready) && p.readyErr != nil)) {
@@ -377,8 +376,7 @@ func (s *supervisor) startFailed(p *proc, log interface {
 		// retry with the successor, and nothing counts against the start
 		// budget.
 		log.Warn("backend start cut short by the broker's stop", "pid", p.pid, "why", why, "log", logPath)
-		p.markReady(&refusal{code: pb.ErrorCode_ERROR_SHUTTING_DOWN,
-			reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second})
+		p.markReady(shuttingDown())
 		return
 	}
 	s.b.metrics.spawn(p.service, "failed")
@@ -652,8 +650,7 @@ func (s *supervisor) shutdown() {
 		if p.readoptTimer != nil {
 			p.readoptTimer.Stop()
 		}
-		p.markReady(&refusal{code: pb.ErrorCode_ERROR_SHUTTING_DOWN,
-			reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second})
+		p.markReady(shuttingDown())
 	}
 	s.saveState()
 	s.mu.Lock()
