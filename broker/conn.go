@@ -509,7 +509,6 @@ func versionRule(d *servicedef.Definition) string {
 	}
 }
 
-// refusal is an error that becomes a typed Refused.
 // shuttingDown is the refusal of a broker that is stopping: retrying a
 // moment later reaches its successor (a restart) or finds no broker.
 func shuttingDown() *refusal {
@@ -517,6 +516,7 @@ func shuttingDown() *refusal {
 		reason: "the broker is shutting down; retry to reach its successor", retryAfter: time.Second}
 }
 
+// refusal is an error that becomes a typed Refused.
 type refusal struct {
 	code       pb.ErrorCode
 	reason     string
