@@ -180,33 +180,3 @@ func (b *Broker) acceptPressured(ln *ipc.Listener) bool {
 	}()
 	return true
 }
-
-// drainQueuedWait bounds how long a stopping broker waits for its accept
-// loop to take the clients queued on its socket.
-const drainQueuedWait = time.Second
-
-// drainQueued answers the clients queued on the socket when the broker
-// stops. Closing the listener with clients queued resets them, and a
-// client reset before any reply cannot tell a stopping broker from a
-// broken one. So the socket file goes first (no client can join the queue
-// after that; a new one finds no broker, or the successor), and the accept
-// loop, still running, takes the queued clients, whose Hellos are answered
-// SHUTTING_DOWN with a retry delay. Under socket activation the queue is
-// the service manager's, kept for the next broker: nothing to do.
-func (b *Broker) drainQueued(ln *ipc.Listener) {
-	removed, err := ln.StopNewClients()
-	if err != nil {
-		b.log.Warn("stopping: cannot remove the socket; clients queued on it may be reset", "err", err)
-	}
-	if !removed {
-		return
-	}
-	deadline := time.Now().Add(drainQueuedWait)
-	for time.Now().Before(deadline) {
-		if pending, err := ln.Pending(); err != nil || !pending {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
-	b.log.Warn("stopping: clients still queued after waiting; they are reset", "waited", drainQueuedWait)
-}

@@ -53,10 +53,3 @@ func (b *Broker) acceptLoop(ln *ipc.Listener) {
 		b.dispatch(c)
 	}
 }
-
-// drainQueued does nothing on Windows yet: the pipe listener's Close
-// closes the instances that clients connected to but the accept loop had
-// not taken (a few at most, see ipc's pendingInstances), and those clients
-// see the pipe break before a reply, as Unix clients queued on a closing
-// socket did before drainQueued.
-func (b *Broker) drainQueued(*ipc.Listener) {}

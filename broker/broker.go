@@ -298,3 +298,34 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 		return false
 	}
 }
+
+// drainQueuedWait bounds how long a stopping broker waits for its accept
+// loop to take the clients queued on its endpoint.
+const drainQueuedWait = time.Second
+
+// drainQueued answers the clients queued on the endpoint when the broker
+// stops. Closing the listener with clients queued resets them, and a
+// client reset before any reply cannot tell a stopping broker from a
+// broken one. So no client can join the queue first (on Unix the socket
+// file goes; on Windows the pipe instances nobody connected to are
+// closed), and the accept loop, still running, takes the queued clients,
+// whose Hellos are answered SHUTTING_DOWN with a retry delay. Under socket
+// activation the queue is the service manager's, kept for the next broker:
+// nothing to do.
+func (b *Broker) drainQueued(ln *ipc.Listener) {
+	stopped, err := ln.StopNewClients()
+	if err != nil {
+		b.log.Warn("stopping: cannot stop new clients; clients queued may be reset", "err", err)
+	}
+	if !stopped {
+		return
+	}
+	deadline := time.Now().Add(drainQueuedWait)
+	for time.Now().Before(deadline) {
+		if pending, err := ln.Pending(); err != nil || !pending {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.log.Warn("stopping: clients still queued after waiting; they are reset", "waited", drainQueuedWait)
+}

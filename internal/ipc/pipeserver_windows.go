@@ -43,6 +43,13 @@ type Listener struct {
 	closing chan struct{}
 	done    chan struct{} // closed when the accept loop has exited
 
+	// stopArm (a manual-reset event) tells the accept loop to create no
+	// more instances (StopNewClients); it closes armStopped once it has
+	// handed over the connected ones and closed the others.
+	stopArm    windows.Handle
+	armStopped chan struct{}
+	stopOnce   sync.Once
+
 	closeOnce sync.Once
 }
 
@@ -183,15 +190,22 @@ func newListener(name string, sa *windows.SecurityAttributes) (*Listener, error)
 	if err != nil {
 		return nil, fmt.Errorf("ipc: CreateEvent: %w", err)
 	}
+	stopArm, err := windows.CreateEvent(nil, 1, 0, nil)
+	if err != nil {
+		_ = windows.CloseHandle(quit)
+		return nil, fmt.Errorf("ipc: CreateEvent: %w", err)
+	}
 	l := &Listener{
-		name:    name,
-		name16:  name16,
-		sa:      sa,
-		conns:   make(chan *PipeConn, pendingInstances),
-		errs:    make(chan error, 1),
-		quit:    quit,
-		closing: make(chan struct{}),
-		done:    make(chan struct{}),
+		name:       name,
+		name16:     name16,
+		sa:         sa,
+		conns:      make(chan *PipeConn, pendingInstances),
+		errs:       make(chan error, 1),
+		quit:       quit,
+		closing:    make(chan struct{}),
+		done:       make(chan struct{}),
+		stopArm:    stopArm,
+		armStopped: make(chan struct{}),
 	}
 	// Arm the first instances before returning, so that the pipe exists
 	// (and a client can connect) as soon as ListenSingleton returns.
@@ -203,6 +217,7 @@ func newListener(name string, sa *windows.SecurityAttributes) (*Listener, error)
 				s.abort()
 			}
 			_ = windows.CloseHandle(quit)
+			_ = windows.CloseHandle(stopArm)
 			return nil, err
 		}
 		slots[i] = s
@@ -299,12 +314,13 @@ func (l *Listener) run(slots []*pipeSlot) {
 			}
 		}
 	}()
-	handles := make([]windows.Handle, 0, 1+len(slots))
+	handles := make([]windows.Handle, 0, 2+len(slots))
 	index := make([]int, 0, len(slots))
+	arming := true
 	for {
 		timeout := uint32(windows.INFINITE)
 		for i, s := range slots {
-			if s != nil {
+			if s != nil || !arming {
 				continue
 			}
 			if ns, err := l.arm(); err == nil {
@@ -315,6 +331,10 @@ func (l *Listener) run(slots []*pipeSlot) {
 			}
 		}
 		handles = append(handles[:0], l.quit)
+		if arming {
+			handles = append(handles, l.stopArm)
+		}
+		first := len(handles) // the slots' events start here
 		index = index[:0]
 		for i, s := range slots {
 			if s != nil {
@@ -336,7 +356,15 @@ func (l *Listener) run(slots []*pipeSlot) {
 		if k == 0 || k >= len(handles) {
 			return // quit (or a value the API does not return)
 		}
-		i := index[k-1]
+		if k < first { // stopArm
+			arming = false
+			if !l.stopSlots(slots) {
+				return
+			}
+			close(l.armStopped)
+			continue
+		}
+		i := index[k-first]
 		s := slots[i]
 		slots[i] = nil
 		c, err := l.finish(s)
@@ -354,6 +382,79 @@ func (l *Listener) run(slots []*pipeSlot) {
 			return
 		}
 	}
+}
+
+// stopSlots ends every armed instance for StopNewClients: one a client
+// has connected to goes to Accept, the others are closed, so no client can
+// connect from now on. It reports false when Close came meanwhile.
+func (l *Listener) stopSlots(slots []*pipeSlot) bool {
+	for i, s := range slots {
+		if s == nil {
+			continue
+		}
+		slots[i] = nil
+		if !s.cancel() {
+			s.close()
+			continue
+		}
+		c, err := l.finish(s)
+		if err != nil || c == nil {
+			continue
+		}
+		select {
+		case l.conns <- c:
+		case <-l.closing:
+			_ = c.Close()
+			return false
+		}
+	}
+	return true
+}
+
+// cancel cancels a pending connect and waits until the kernel is done with
+// the OVERLAPPED. It reports whether a client had connected all the same
+// (the connect completed before the cancel): the instance is then finish's.
+func (s *pipeSlot) cancel() (connected bool) {
+	if s.connected {
+		return s.err == nil
+	}
+	if err := windows.CancelIoEx(s.h, &s.o); err != nil && !errors.Is(err, windows.ERROR_NOT_FOUND) {
+		return false
+	}
+	var n uint32
+	err := windows.GetOverlappedResult(s.h, &s.o, &n, true)
+	if err == nil || errors.Is(err, windows.ERROR_PIPE_CONNECTED) {
+		s.connected = true
+		return true
+	}
+	return false
+}
+
+// StopNewClients stops creating pipe instances and closes those no client
+// has connected to, so that no new client can connect while the connected
+// ones can still be accepted (Pending). A client dialing the pipe then
+// finds no free instance and, when no other instance keeps the name
+// alive, no pipe at all. It reports true, like the Unix Listener when it
+// removed its socket file.
+func (l *Listener) StopNewClients() (bool, error) {
+	l.stopOnce.Do(func() { _ = windows.SetEvent(l.stopArm) })
+	select {
+	case <-l.armStopped:
+		return true, nil
+	case <-l.done:
+		return false, l.closedErr()
+	}
+}
+
+// Pending reports whether a client connected to an instance that Accept
+// has not taken yet.
+func (l *Listener) Pending() (bool, error) {
+	select {
+	case <-l.done:
+		return false, l.closedErr()
+	default:
+	}
+	return len(l.conns) > 0, nil
 }
 
 // report hands err to the next Accept, dropping it if one is already waiting
@@ -414,6 +515,7 @@ func (l *Listener) Close() error {
 			_ = (<-l.conns).Close()
 		}
 		_ = windows.CloseHandle(l.quit)
+		_ = windows.CloseHandle(l.stopArm)
 		if l.mutex != 0 {
 			_ = windows.CloseHandle(l.mutex)
 		}

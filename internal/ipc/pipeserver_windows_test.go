@@ -447,6 +447,75 @@ func TestListenerCloseWithPendingConnects(t *testing.T) {
 	}
 }
 
+// TestStopNewClients: clients connected to instances nobody accepted yet
+// are kept (Pending) and accepted after StopNewClients, which leaves no
+// instance for a new client; Close afterwards leaks nothing.
+func TestStopNewClients(t *testing.T) {
+	warmUp(t)
+	checkHandles(t)
+	name := pipeName(t)
+	l, err := ListenSingleton(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := testCtx(t)
+	const queued = 2
+	var clients []net.Conn
+	defer func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}()
+	for range queued {
+		c, err := DialPipe(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	if stopped, err := l.StopNewClients(); !stopped || err != nil {
+		t.Fatalf("StopNewClients: %v, %v", stopped, err)
+	}
+	if again, err := l.StopNewClients(); !again || err != nil {
+		t.Fatalf("StopNewClients again: %v, %v", again, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	if c, err := DialPipe(dctx, name); err == nil {
+		_ = c.Close()
+		t.Fatal("a new client connected after StopNewClients")
+	}
+	for i := range queued {
+		if pending, err := l.Pending(); !pending || err != nil {
+			t.Fatalf("Pending with %d clients left to accept: %v, %v", queued-i, pending, err)
+		}
+		sc, err := l.AcceptPipe()
+		if err != nil {
+			t.Fatalf("accept queued client %d: %v", i, err)
+		}
+		// The accepted connection is the client's: bytes go through.
+		if _, err := clients[i].Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		_ = sc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		var b [1]byte
+		if _, err := io.ReadFull(sc, b[:]); err != nil {
+			t.Fatalf("read from queued client %d: %v", i, err)
+		}
+		_ = sc.Close()
+	}
+	if pending, err := l.Pending(); pending || err != nil {
+		t.Fatalf("Pending after the queue was taken: %v, %v", pending, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Pending(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Pending after Close: %v", err)
+	}
+}
+
 // TestListenerBurst: more clients at once than pending instances all get
 // served (DialPipe retries ERROR_PIPE_BUSY within its deadline).
 func TestListenerBurst(t *testing.T) {
