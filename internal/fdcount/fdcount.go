@@ -2,7 +2,9 @@
 // tests that must show a code path leaves none behind: every test that
 // passes descriptors compares the count before and after. On Windows it
 // counts the process's handles to file objects (files, pipes, sockets),
-// the handles a leaked connection leaves behind. Only tests import it.
+// the handles a leaked connection leaves behind; CheckHandles is the
+// stricter check, of handles of every kind, for the packages that own
+// handles themselves. Only tests import it.
 package fdcount
 
 import (

@@ -9,88 +9,22 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/windows"
 
+	"github.com/portier/portier/internal/fdcount"
 	"github.com/portier/portier/internal/ipc"
 )
 
-// handleCount returns the number of handles process pid has open: the
-// Windows stand-in for counting /proc/self/fd.
-func handleCount(t *testing.T, pid int) int {
-	t.Helper()
-	n, err := ipc.HandleCount(pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
 // checkHandles fails the test at cleanup if this process has more (or
-// fewer) handles open than now. Children must have been waited for by then.
-// The Go runtime opens handles of its own: for every OS thread it starts
-// and, the first time a thread parks, two events. So checkHandles first has
-// the runtime start more threads than the test needs at once and park them,
-// and waits for the count to settle; thread handles also come and go for a
-// moment now and then under Wine, so the count after the test is compared
-// until it matches, for up to 5 s: a leaked handle stays.
+// fewer) handles open than now (fdcount.CheckHandles, warmed up with a pipe
+// connection). Children must have been waited for by then.
 func checkHandles(t *testing.T) {
 	t.Helper()
-	warmThreads()
-	parkSyscallThreads(t)
-	before := settledHandleCount(t)
-	t.Cleanup(func() {
-		after := handleCount(t, os.Getpid())
-		for end := time.Now().Add(5 * time.Second); after != before && time.Now().Before(end); {
-			time.Sleep(10 * time.Millisecond)
-			after = handleCount(t, os.Getpid())
-		}
-		if after != before {
-			t.Errorf("handle count %d before, %d after: leaked %d", before, after, after-before)
-		}
-	})
-}
-
-// parkSyscallThreads keeps every P busy while pipe I/O completes, so that
-// threads coming back from a system call (go-winio's completion goroutine's
-// among them) find no P free and park: the runtime creates a thread's wait
-// events the first time it parks.
-func parkSyscallThreads(t *testing.T) {
-	t.Helper()
-	var stop atomic.Bool
-	var spin sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		spin.Go(func() {
-			for !stop.Load() { // busy on purpose: keep the P
-			}
-		})
-	}
-	warmPipes(t)
-	stop.Store(true)
-	spin.Wait()
-}
-
-// settledHandleCount waits until this process's handle count stays the
-// same over a few looks (idle runtime threads create their wait events when
-// they first park, a moment after they went idle).
-func settledHandleCount(t *testing.T) int {
-	t.Helper()
-	n, same := handleCount(t, os.Getpid()), 0
-	for end := time.Now().Add(5 * time.Second); same < 5 && time.Now().Before(end); {
-		time.Sleep(20 * time.Millisecond)
-		if m := handleCount(t, os.Getpid()); m == n {
-			same++
-		} else {
-			n, same = m, 0
-		}
-	}
-	return n
+	fdcount.CheckHandles(t, warmPipes)
 }
 
 // warmPipes runs one pipe connection, so that go-winio's completion port
@@ -113,27 +47,6 @@ func warmPipes(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = s.Close()
-}
-
-// warmThreads makes the runtime hold spareThreads idle OS threads: each
-// goroutine locked to its own thread needs one, and a thread unlocked
-// before its goroutine ends goes back to the runtime's idle pool.
-func warmThreads() {
-	const spareThreads = 48
-	var locked, done sync.WaitGroup
-	release := make(chan struct{})
-	for range spareThreads {
-		locked.Add(1)
-		done.Go(func() {
-			runtime.LockOSThread()
-			locked.Done()
-			<-release
-			runtime.UnlockOSThread()
-		})
-	}
-	locked.Wait()
-	close(release)
-	done.Wait()
 }
 
 // child is a re-executed test binary in a helper mode, with the process

@@ -9,154 +9,24 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 	"unsafe"
 
-	"github.com/portier/portier/internal/handletable"
+	"github.com/portier/portier/internal/fdcount"
 	"golang.org/x/sys/windows"
 )
 
 var procPeekNamedPipe = windows.NewLazySystemDLL("kernel32.dll").NewProc("PeekNamedPipe")
 
-// handleCount returns the number of handles this process has open.
-func handleCount(t *testing.T) int {
-	t.Helper()
-	n, err := HandleCount(os.Getpid())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-// checkHandles is the Windows stand-in for counting /proc/self/fd: it
-// records this process's handle count and, at cleanup, fails the test if
-// handles were left open, naming their kinds. The Go runtime opens handles
-// of its own: for every OS thread it starts (a thread, a timer) and, the
-// first time a thread parks, two events. So checkHandles first has the
-// runtime start more threads than the test needs at once and park them
-// (warmThreads, parkSyscallThreads), and waits for the count to settle;
-// thread handles also come and go for a moment now and then under Wine, so
-// the count after the test is compared until it matches, for up to 5 s: a
-// leaked handle stays.
+// checkHandles fails the test at cleanup if it left a handle of any kind
+// open (fdcount.CheckHandles, warmed up with a pipe connection).
 func checkHandles(t *testing.T) {
 	t.Helper()
-	warmThreads()
-	parkSyscallThreads(t)
-	before := settledHandleCount(t)
-	was := openHandles(t)
-	t.Cleanup(func() {
-		after := handleCount(t)
-		for end := time.Now().Add(5 * time.Second); after != before && time.Now().Before(end); {
-			time.Sleep(10 * time.Millisecond)
-			after = handleCount(t)
-		}
-		if after != before {
-			for _, h := range newHandles(t, was) {
-				t.Logf("opened during the test and still open: %#x (%s)", h, handleType(h))
-			}
-			t.Errorf("handle count %d before, %d after: leaked %d", before, after, after-before)
-		}
-	})
-}
-
-// openHandles returns the values of this process's open handles.
-func openHandles(t *testing.T) map[windows.Handle]bool {
-	t.Helper()
-	open := map[windows.Handle]bool{}
-	if err := handletable.Each(os.Getpid(), func(e *handletable.Entry) { open[windows.Handle(e.HandleValue)] = true }); err != nil {
-		t.Fatal(err)
-	}
-	return open
-}
-
-// newHandles returns the handles open now that were not in was.
-func newHandles(t *testing.T, was map[windows.Handle]bool) []windows.Handle {
-	t.Helper()
-	var hs []windows.Handle
-	for h := range openHandles(t) {
-		if !was[h] {
-			hs = append(hs, h)
-		}
-	}
-	return hs
-}
-
-var procNtQueryObject = windows.NewLazySystemDLL("ntdll.dll").NewProc("NtQueryObject")
-
-// handleType names the kind of object h is (NtQueryObject,
-// ObjectTypeInformation), to say what leaked.
-func handleType(h windows.Handle) string {
-	const objectTypeInformation = 2
-	buf := make([]byte, 1024)
-	var n uint32
-	if r, _, _ := procNtQueryObject.Call(uintptr(h), objectTypeInformation, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(unsafe.Pointer(&n))); r != 0 {
-		return fmt.Sprintf("NTSTATUS %#x", r)
-	}
-	return (*windows.NTUnicodeString)(unsafe.Pointer(&buf[0])).String()
-}
-
-// settledHandleCount waits until the handle count stays the same over a
-// few looks (idle runtime threads create their two wait events when they
-// first park, a moment after they went idle).
-func settledHandleCount(t *testing.T) int {
-	t.Helper()
-	n, same := handleCount(t), 0
-	for end := time.Now().Add(5 * time.Second); same < 5 && time.Now().Before(end); {
-		time.Sleep(20 * time.Millisecond)
-		if m := handleCount(t); m == n {
-			same++
-		} else {
-			n, same = m, 0
-		}
-	}
-	return n
-}
-
-// parkSyscallThreads keeps every P busy while pipe I/O completes, so that
-// threads coming back from a system call (go-winio's completion goroutine's
-// among them) find no P free and park: the runtime creates a thread's wait
-// events the first time it parks.
-func parkSyscallThreads(t *testing.T) {
-	t.Helper()
-	var stop atomic.Bool
-	var spin sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		spin.Go(func() {
-			for !stop.Load() { // busy on purpose: keep the P
-			}
-		})
-	}
-	warmUp(t)
-	stop.Store(true)
-	spin.Wait()
-}
-
-// warmThreads makes the runtime hold spareThreads idle OS threads: each
-// goroutine locked to its own thread needs one, and a thread unlocked
-// before its goroutine ends goes back to the runtime's idle pool.
-func warmThreads() {
-	const spareThreads = 48
-	var locked sync.WaitGroup
-	release := make(chan struct{})
-	var done sync.WaitGroup
-	for range spareThreads {
-		locked.Add(1)
-		done.Go(func() {
-			runtime.LockOSThread()
-			locked.Done()
-			<-release
-			runtime.UnlockOSThread()
-		})
-	}
-	locked.Wait()
-	close(release)
-	done.Wait()
+	fdcount.CheckHandles(t, warmUp)
 }
 
 func testCtx(t *testing.T) context.Context {
