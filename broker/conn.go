@@ -548,16 +548,7 @@ func (b *Broker) refuseErr(c net.Conn, req *pb.Frame, err error) {
 // refuseErrFor is refuseErr for a Hello whose service resolved to a
 // definition: the refusal is counted under that service.
 func (b *Broker) refuseErrFor(c net.Conn, req *pb.Frame, service string, err error) {
-	var rf *refusal
-	var v *wire.Violation
-	switch {
-	case errors.As(err, &rf):
-		b.refuseFor(c, req, service, rf.code, rf.reason, rf.retryAfter, rf.details)
-	case errors.As(err, &v):
-		b.replyFor(c, req, service, v.Refused(), nil)
-	default:
-		b.refuseFor(c, req, service, pb.ErrorCode_ERROR_INTERNAL, err.Error(), time.Second, nil)
-	}
+	b.replyFor(c, req, service, refusalFor(err), nil)
 }
 
 func (b *Broker) refuse(c net.Conn, req *pb.Frame, code pb.ErrorCode, reason string, retryAfter time.Duration, details map[string]string) {
