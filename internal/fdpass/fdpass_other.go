@@ -26,10 +26,10 @@ func NewReceiver(c *net.UnixConn, maxBody int) *Receiver { return &Receiver{} }
 // Next returns ErrUnsupported.
 func (r *Receiver) Next() (Message, error) { return Message{FD: -1}, ErrUnsupported }
 
-// Close does nothing.
 // OnIdle does nothing on this platform.
 func (r *Receiver) OnIdle(func()) {}
 
+// Close does nothing.
 func (r *Receiver) Close() error { return nil }
 
 // ConnFromFD is not implemented on this platform; it returns ErrUnsupported
