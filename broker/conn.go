@@ -379,8 +379,9 @@ func (b *Broker) route(c acceptedConn, f *pb.Frame, h *pb.Hello, def *servicedef
 		return
 	}
 	// From here on the broker never reads or writes c again (one writer
-	// per connection: the backend writes the ready event on it): it sends its descriptor to the backend and closes its own copy once
-	// the outcome is known. The worker is free as soon as the offer is out.
+	// per connection: the backend writes the ready event on it): it sends
+	// its descriptor to the backend and closes its own copy once the
+	// outcome is known. The worker is free as soon as the offer is out.
 	ctrl.startHandoff(attempt, c, reply, func(out handoff.Outcome) {
 		if reply != nil && !out.Completed {
 			// The client waits for a reply nobody will write; it must see
