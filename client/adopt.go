@@ -13,7 +13,8 @@ import (
 )
 
 // maxRehellos bounds the fresh Hellos a dial sends after backend_pipe
-// turned out dead.
+// turned out dead, counting the one after a 0-RTT handoff that ended
+// before any reply (errNoReply).
 const maxRehellos = 2
 
 // adoption is the state of a handoff whose ready event has not been read.
