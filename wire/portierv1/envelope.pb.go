@@ -146,7 +146,7 @@ const (
 	ErrorCode_ERROR_FD_PRESSURE          ErrorCode = 9
 	// portier extensions (32 and up, clear of the range v1 reserves). The
 	// broker sends them only in reply to a Hello that sets capability bit 18
-	// (CAP_PORTIER_REFUSAL_CODES); other clients get the v1 code in
+	// (CAP_REFUSAL_CODES); other clients get the v1 code in
 	// parentheses, with the same reason and details.
 	//
 	// The service's definition file exists but cannot be used: a TOML or
