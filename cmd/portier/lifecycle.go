@@ -240,9 +240,11 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 }
 
 // printLog writes the log at path (its last n lines when n >= 0) and
-// returns the offset it read up to, where following starts.
+// returns the offset it read up to, where following starts. It reads the
+// file once, through one handle, so nothing appended meanwhile is printed
+// twice by -f.
 func printLog(w io.Writer, path string, n int) (int64, error) {
-	f, err := os.Open(path)
+	f, err := logtail.Open(path)
 	if err != nil {
 		return 0, err
 	}
@@ -253,7 +255,7 @@ func printLog(w io.Writer, path string, n int) (int64, error) {
 	}
 	size := fi.Size()
 	if n >= 0 {
-		text, err := logtail.Lines(path, n, size)
+		text, err := logtail.LinesAt(f, size, n, size)
 		if err != nil {
 			return 0, err
 		}

@@ -24,7 +24,7 @@ import (
 // replaced with U+FFFD, so the text can travel in a protobuf string and be
 // printed as is. A file that cannot be read returns "" and the error.
 func Lines(path string, n int, limit int64) (string, error) {
-	f, err := os.Open(path)
+	f, err := Open(path)
 	if err != nil {
 		return "", err
 	}
@@ -33,8 +33,14 @@ func Lines(path string, n int, limit int64) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	off := max(fi.Size()-limit, 0)
-	buf, err := io.ReadAll(io.NewSectionReader(f, off, fi.Size()-off))
+	return LinesAt(f, fi.Size(), n, limit)
+}
+
+// LinesAt is Lines on the first size bytes of r, a log already open: a
+// caller that goes on from size (Follow) reads every byte once.
+func LinesAt(r io.ReaderAt, size int64, n int, limit int64) (string, error) {
+	off := max(size-limit, 0)
+	buf, err := io.ReadAll(io.NewSectionReader(r, off, size-off))
 	if err != nil {
 		return "", err
 	}
@@ -142,7 +148,7 @@ func (fl *follower) close() {
 // step copies what is new, then notices a rotation or truncation.
 func (fl *follower) step() error {
 	if fl.f == nil {
-		f, err := openFollowed(fl.path)
+		f, err := Open(fl.path)
 		if err != nil {
 			return nil // not there (yet, or between a rename and a create)
 		}

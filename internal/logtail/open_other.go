@@ -4,6 +4,6 @@ package logtail
 
 import "os"
 
-// openFollowed opens a log for reading; renaming or truncating it stays
-// possible while it is open.
-func openFollowed(path string) (*os.File, error) { return os.Open(path) }
+// Open opens a log for reading; renaming or truncating it stays possible
+// while it is open.
+func Open(path string) (*os.File, error) { return os.Open(path) }

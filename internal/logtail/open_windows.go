@@ -6,10 +6,10 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// openFollowed opens a log for reading without keeping its writer from
-// rotating it: os.Open does not share delete access, so the broker could
-// not rename a log `portier logs -f` has open.
-func openFollowed(path string) (*os.File, error) {
+// Open opens a log for reading without keeping its writer from rotating
+// it: os.Open does not share delete access, so the broker could not rename
+// a log `portier logs` has open.
+func Open(path string) (*os.File, error) {
 	p, err := windows.UTF16PtrFromString(path)
 	if err != nil {
 		return nil, err
