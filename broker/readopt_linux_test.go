@@ -3,9 +3,11 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/portier/portier/internal/ipc"
+	pb "github.com/portier/portier/wire/portierv1"
 	"golang.org/x/sys/unix"
 )
 
@@ -334,5 +337,73 @@ func TestExitWatchNonChild(t *testing.T) {
 	eventually(t, 10*time.Second, "the shell to reap its child", func() bool { return !processExists(pid) })
 	if _, err := newExitWatch(pid, start); !errors.Is(err, errProcessGone) {
 		t.Fatalf("watch of an exited process: %v, want errProcessGone", err)
+	}
+}
+
+// TestShutdownAnswersRetiredReadoptedBackend: a recorded backend retired
+// before it re-registered (`portier stop` here) is no longer routed to, yet
+// Hellos may still be parked on it. Shutdown answers them, and stops its
+// readopt timer, rather than leaving both to ReadoptWait, after Serve.
+func TestShutdownAnswersRetiredReadoptedBackend(t *testing.T) {
+	dir := shortTempDir(t)
+	run, svc := filepath.Join(dir, "run"), filepath.Join(dir, "svc")
+	for _, d := range []string{run, svc} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	(&harness{t: t, svcDir: svc}).define("echo", "1.0.0", "echo", "")
+	// The recorded "backend": a process that never registers.
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() })
+	pid := sleeper.Process.Pid
+	start, err := ipc.ProcessStartTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := json.Marshal(stateFile{Version: 1, Backends: []stateRecord{{
+		Service: "echo", Version: "1.0.0", PID: pid, StartTime: start,
+		Endpoint: filepath.Join(run, "be-0123456789-00000000.sock"), SecretSHA256: strings.Repeat("00", 32),
+	}}})
+	if err := os.WriteFile(filepath.Join(run, stateFileName), st, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(Config{Socket: filepath.Join(run, "broker.sock"), ServicesDir: svc, ReadoptWait: time.Minute,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- b.Serve(ctx) }()
+	<-b.Listening()
+	var p *proc
+	eventually(t, 5*time.Second, "the recorded backend to be re-adopted", func() bool {
+		b.sup.mu.Lock()
+		defer b.sup.mu.Unlock()
+		p = b.sup.byPID[pid]
+		return p != nil
+	})
+	b.sup.stopService("echo", "portier stop")
+	if isClosed(p.ready) {
+		t.Fatal("the retired backend is ready before it registered")
+	}
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("broker did not stop within 15s")
+	}
+	var rf *refusal
+	if !isClosed(p.ready) || !errors.As(p.readyErr, &rf) || rf.code != pb.ErrorCode_ERROR_SHUTTING_DOWN {
+		t.Errorf("after Serve, the retired re-adopted backend's Hellos are unanswered (ready closed %v, err %v), want SHUTTING_DOWN",
+			isClosed(p.ready), p.readyErr)
 	}
 }

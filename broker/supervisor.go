@@ -639,10 +639,15 @@ func (s *supervisor) janitor(ctx context.Context) {
 // shutdown closes every control connection; backends keep running and
 // re-register with the next broker, which finds them in the state file.
 func (s *supervisor) shutdown() {
-	// Hellos still waiting for a backend to start are answered now.
+	// Hellos still waiting for a backend to start are answered now, and
+	// no readopt timer fires after Serve: those of the backends no longer
+	// routed to (retired while starting) included, which only byPID holds.
 	s.mu.Lock()
-	starting := make([]*proc, 0, len(s.procs))
+	starting := make([]*proc, 0, len(s.procs)+len(s.byPID))
 	for _, p := range s.procs {
+		starting = append(starting, p)
+	}
+	for _, p := range s.byPID {
 		starting = append(starting, p)
 	}
 	s.mu.Unlock()
