@@ -340,11 +340,12 @@ func TestExitWatchNonChild(t *testing.T) {
 	}
 }
 
-// TestShutdownAnswersRetiredReadoptedBackend: a recorded backend retired
-// before it re-registered (`portier stop` here) is no longer routed to, yet
-// Hellos may still be parked on it. Shutdown answers them, and stops its
-// readopt timer, rather than leaving both to ReadoptWait, after Serve.
-func TestShutdownAnswersRetiredReadoptedBackend(t *testing.T) {
+// recordedSleeper starts a broker whose state file records a process that
+// never registers (sleep, a child of the test) as a backend of echo, and
+// returns the broker, the re-adopted proc, the process and a stop that
+// ends Serve and returns its error.
+func recordedSleeper(t *testing.T, tweak func(*Config)) (*Broker, *proc, *exec.Cmd, func() error) {
+	t.Helper()
 	dir := shortTempDir(t)
 	run, svc := filepath.Join(dir, "run"), filepath.Join(dir, "svc")
 	for _, d := range []string{run, svc} {
@@ -353,7 +354,6 @@ func TestShutdownAnswersRetiredReadoptedBackend(t *testing.T) {
 		}
 	}
 	(&harness{t: t, svcDir: svc}).define("echo", "1.0.0", "echo", "")
-	// The recorded "backend": a process that never registers.
 	sleeper := exec.Command("sleep", "60")
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
@@ -371,15 +371,32 @@ func TestShutdownAnswersRetiredReadoptedBackend(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(run, stateFileName), st, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(Config{Socket: filepath.Join(run, "broker.sock"), ServicesDir: svc, ReadoptWait: time.Minute,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	cfg := Config{Socket: filepath.Join(run, "broker.sock"), ServicesDir: svc,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
+	tweak(&cfg)
+	b, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	served := make(chan error, 1)
 	go func() { served <- b.Serve(ctx) }()
+	stopped := false
+	stop := func() error {
+		stopped = true
+		cancel()
+		select {
+		case err := <-served:
+			return err
+		case <-time.After(15 * time.Second):
+			return errors.New("broker did not stop within 15s")
+		}
+	}
+	t.Cleanup(func() {
+		if !stopped {
+			_ = stop()
+		}
+	})
 	<-b.Listening()
 	var p *proc
 	eventually(t, 5*time.Second, "the recorded backend to be re-adopted", func() bool {
@@ -388,22 +405,52 @@ func TestShutdownAnswersRetiredReadoptedBackend(t *testing.T) {
 		p = b.sup.byPID[pid]
 		return p != nil
 	})
+	return b, p, sleeper, stop
+}
+
+// TestShutdownAnswersRetiredReadoptedBackend: a recorded backend retired
+// before it re-registered (`portier stop` here) is no longer routed to, yet
+// Hellos may still be parked on it. Shutdown answers them, and stops its
+// readopt timer, rather than leaving both to ReadoptWait, after Serve.
+func TestShutdownAnswersRetiredReadoptedBackend(t *testing.T) {
+	b, p, _, stop := recordedSleeper(t, func(c *Config) { c.ReadoptWait = time.Minute })
 	b.sup.stopService("echo", "portier stop")
 	if isClosed(p.ready) {
 		t.Fatal("the retired backend is ready before it registered")
 	}
-	cancel()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("Serve: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("broker did not stop within 15s")
+	if err := stop(); err != nil {
+		t.Fatalf("Serve: %v", err)
 	}
 	var rf *refusal
 	if !isClosed(p.ready) || !errors.As(p.readyErr, &rf) || rf.code != pb.ErrorCode_ERROR_SHUTTING_DOWN {
 		t.Errorf("after Serve, the retired re-adopted backend's Hellos are unanswered (ready closed %v, err %v), want SHUTTING_DOWN",
 			isClosed(p.ready), p.readyErr)
+	}
+}
+
+// TestReadoptedBackendExitNotReportedAsUnregistered: a recorded backend
+// that exits before it re-registers is logged as exited, not, once
+// ReadoptWait has passed, as one that is alive but did not re-register.
+func TestReadoptedBackendExitNotReportedAsUnregistered(t *testing.T) {
+	var logs syncBuffer
+	const wait = 200 * time.Millisecond
+	_, p, sleeper, _ := recordedSleeper(t, func(c *Config) {
+		c.ReadoptWait = wait
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	if p.watch == nil {
+		t.Skip("no exit watch (pidfd) on this kernel")
+	}
+	if err := sleeper.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the re-adopted backend's exit was not seen")
+	}
+	time.Sleep(2 * wait) // past ReadoptWait
+	if text := logs.String(); strings.Contains(text, "did not re-register") {
+		t.Errorf("an exited re-adopted backend is logged as one that did not re-register:\n%s", text)
 	}
 }

@@ -195,8 +195,8 @@ func (s *supervisor) loadState() {
 // exits), and the Hellos waiting for it start a new backend.
 func (s *supervisor) readoptExpired(p *proc) {
 	p.markReady(errBackendGone)
-	if p.readyErr != errBackendGone {
-		return // it registered just now
+	if p.readyErr != errBackendGone || p.gone.Load() {
+		return // it registered just now, or exited (exited said so)
 	}
 	s.b.log.Warn("re-adopted backend did not re-register; starting a new one on demand",
 		"service", p.service, "version", p.version, "pid", p.pid, "waited", s.b.cfg.ReadoptWait)
