@@ -99,11 +99,7 @@ func (p *proc) staleFor(def *servicedef.Definition, stamp exeStamp) string {
 // that has not re-registered) is sent SIGTERM instead. It reports false
 // when p was already retiring.
 func (s *supervisor) quiesce(p *proc, reason string) bool {
-	s.mu.Lock()
-	if s.procs[p.procKey] == p {
-		delete(s.procs, p.procKey)
-	}
-	s.mu.Unlock()
+	s.unroute(p)
 	if p.gone.Load() || p.quiesced.Swap(true) {
 		return false
 	}
