@@ -114,7 +114,8 @@ func DialPipeDeadline(ctx context.Context, name string, deadline time.Time) (*Cl
 var testHookClientPipeBusy func()
 
 // waitPipeInstance waits up to d (at least 1 ms: 0 would mean the pipe's
-// default wait) for an instance of name to listen.
+// default wait) for an instance of name to listen; ERROR_SEM_TIMEOUT if
+// none did.
 func waitPipeInstance(name *uint16, d time.Duration) error {
 	if err := procClientWaitPipe.Find(); err != nil {
 		return fmt.Errorf("%w: %w", errClientPipeProcMiss, err)
@@ -236,10 +237,10 @@ func (c *ClientPipe) SetReadDeadline(t time.Time) error { return c.f.SetReadDead
 func (c *ClientPipe) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
 
 // LocalAddr and RemoteAddr both name the pipe.
-func (c *ClientPipe) LocalAddr() net.Addr { return clientPipeAddr(c.name) }
+func (c *ClientPipe) LocalAddr() net.Addr { return PipeAddr(c.name) }
 
 // RemoteAddr names the pipe.
-func (c *ClientPipe) RemoteAddr() net.Addr { return clientPipeAddr(c.name) }
+func (c *ClientPipe) RemoteAddr() net.Addr { return PipeAddr(c.name) }
 
 // Fd returns the pipe handle. Unlike os.File.Fd it changes nothing about
 // the connection. The handle is valid until Close; do not use it while
@@ -275,7 +276,7 @@ func (c *ClientPipe) opError(op string, err error) error {
 	if errors.Is(err, os.ErrClosed) && !errors.Is(err, net.ErrClosed) {
 		err = net.ErrClosed
 	}
-	return &net.OpError{Op: op, Net: "pipe", Addr: clientPipeAddr(c.name), Err: err}
+	return &net.OpError{Op: op, Net: "pipe", Addr: PipeAddr(c.name), Err: err}
 }
 
 type clientRawConn struct{ c *ClientPipe }
@@ -295,9 +296,3 @@ func (r clientRawConn) Read(func(fd uintptr) bool) error {
 func (r clientRawConn) Write(func(fd uintptr) bool) error {
 	return r.c.opError("raw write", errors.ErrUnsupported)
 }
-
-// clientPipeAddr is a pipe name as a net.Addr.
-type clientPipeAddr string
-
-func (clientPipeAddr) Network() string  { return "pipe" }
-func (a clientPipeAddr) String() string { return string(a) }

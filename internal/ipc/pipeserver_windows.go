@@ -153,7 +153,7 @@ func probePipe(name string) (bool, error) {
 			// Our own broker's pipe grants us full access.
 			return false, fmt.Errorf("ipc: pipe %s exists but does not let this user in: %w", name, err)
 		case errors.Is(err, windows.ERROR_PIPE_BUSY) && attempt == 0:
-			werr := waitNamedPipe(name16, probeWait)
+			werr := waitPipeInstance(name16, probeWait)
 			if errors.Is(werr, windows.ERROR_SEM_TIMEOUT) || errors.Is(werr, windows.ERROR_FILE_NOT_FOUND) {
 				return false, nil // nobody listening: only handed-off instances
 			}
@@ -166,18 +166,6 @@ func probePipe(name string) (bool, error) {
 			return false, fmt.Errorf("ipc: probe pipe %s: %w", name, err)
 		}
 	}
-}
-
-var procWaitNamedPipeW = windows.NewLazySystemDLL("kernel32.dll").NewProc("WaitNamedPipeW")
-
-// waitNamedPipe waits until an instance of pipe name is listening for a
-// client, or d passes (ERROR_SEM_TIMEOUT).
-func waitNamedPipe(name *uint16, d time.Duration) error {
-	r, _, err := procWaitNamedPipeW.Call(uintptr(unsafe.Pointer(name)), uintptr(d.Milliseconds()))
-	if r == 0 {
-		return err
-	}
-	return nil
 }
 
 // newListener creates the first instances and starts the accept loop.
