@@ -1,7 +1,7 @@
 // Package handletable reads the system's table of open handles on Windows
 // (NtQuerySystemInformation, SystemExtendedHandleInformation): the one
-// place that knows its layout. ipc counts a process's handles with it for
-// diagnostics, and the tests' leak checks (fdcount, ipc) count and list
-// their own. It exists because Wine 8 answers GetProcessHandleCount with 0
-// for every process. On other platforms it is empty.
+// place that knows its layout. The tests' leak checks (fdcount) count and
+// list this process's handles with it. It exists because Wine 8 answers
+// GetProcessHandleCount with 0 for every process. On other platforms it is
+// empty.
 package handletable
