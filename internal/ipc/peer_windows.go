@@ -1,7 +1,6 @@
 package ipc
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"syscall"
@@ -89,15 +88,9 @@ func withPipeHandle(c net.Conn, fn func(h windows.Handle) error) error {
 
 // checkPeerProcess checks that process pid runs as the current user.
 func checkPeerProcess(pid int) error {
-	if err := checkPID(pid); err != nil {
-		return err
-	}
-	ph, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	ph, err := openProcess(pid, windows.PROCESS_QUERY_LIMITED_INFORMATION)
 	if err != nil {
-		if errors.Is(err, windows.ERROR_INVALID_PARAMETER) {
-			return noProcess(pid, err)
-		}
-		return fmt.Errorf("ipc: open peer process %d: %w", pid, err)
+		return err
 	}
 	defer windows.CloseHandle(ph) //nolint:errcheck // nothing to do about it
 	var tok windows.Token

@@ -7,11 +7,13 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-func openProcess(pid int) (windows.Handle, error) {
+// openProcess opens process pid with rights; a pid that names no process
+// yields an error matching ErrNoProcess.
+func openProcess(pid int, rights uint32) (windows.Handle, error) {
 	if err := checkPID(pid); err != nil {
 		return 0, err
 	}
-	h, err := windows.OpenProcess(windows.PROCESS_QUERY_LIMITED_INFORMATION, false, uint32(pid))
+	h, err := windows.OpenProcess(rights, false, uint32(pid))
 	if err != nil {
 		if errors.Is(err, windows.ERROR_INVALID_PARAMETER) {
 			// OpenProcess's answer for a pid that names no process.
@@ -27,7 +29,7 @@ func openProcess(pid int) (windows.Handle, error) {
 // since 1601. Compare values for equality only. A missing process yields an
 // error matching ErrNoProcess.
 func ProcessStartTime(pid int) (uint64, error) {
-	h, err := openProcess(pid)
+	h, err := openProcess(pid, windows.PROCESS_QUERY_LIMITED_INFORMATION)
 	if err != nil {
 		return 0, err
 	}
@@ -47,7 +49,7 @@ func processStartTime(h windows.Handle, pid int) (uint64, error) {
 // ExecutablePath returns the full path of the executable process pid runs
 // (QueryFullProcessImageName, Win32 path format).
 func ExecutablePath(pid int) (string, error) {
-	h, err := openProcess(pid)
+	h, err := openProcess(pid, windows.PROCESS_QUERY_LIMITED_INFORMATION)
 	if err != nil {
 		return "", err
 	}

@@ -1,7 +1,6 @@
 package ipc
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -57,15 +56,9 @@ func HoldProcess(p *os.Process) (*ProcessHandle, error) {
 // that is gone, or a different process with the same pid, yields an error
 // matching ErrNoProcess.
 func OpenProcessHandle(pid int, startTime uint64) (*ProcessHandle, error) {
-	if err := checkPID(pid); err != nil {
-		return nil, err
-	}
-	h, err := windows.OpenProcess(processHandleRights, false, uint32(pid))
+	h, err := openProcess(pid, processHandleRights)
 	if err != nil {
-		if errors.Is(err, windows.ERROR_INVALID_PARAMETER) {
-			return nil, noProcess(pid, err)
-		}
-		return nil, fmt.Errorf("ipc: OpenProcess %d: %w", pid, err)
+		return nil, err
 	}
 	p, err := newProcessHandle(h, pid)
 	if err != nil {
