@@ -106,11 +106,14 @@ func handleType(h windows.Handle) string {
 // parkSyscallThreads keeps every P busy while warm runs, so that threads
 // coming back from a system call (go-winio's completion goroutine's among
 // them) find no P free and park: the runtime creates a thread's wait
-// events the first time it parks.
+// events the first time it parks. The spinners stop however warm ends,
+// t.Fatal included.
 func parkSyscallThreads(t *testing.T, warm func(*testing.T)) {
 	t.Helper()
 	var stop atomic.Bool
 	var spin sync.WaitGroup
+	defer spin.Wait()
+	defer stop.Store(true)
 	for range runtime.GOMAXPROCS(0) {
 		spin.Go(func() {
 			for !stop.Load() { // busy on purpose: keep the P
@@ -118,8 +121,6 @@ func parkSyscallThreads(t *testing.T, warm func(*testing.T)) {
 		})
 	}
 	warm(t)
-	stop.Store(true)
-	spin.Wait()
 }
 
 // warmThreads makes the runtime hold spareThreads idle OS threads: each
