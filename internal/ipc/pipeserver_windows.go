@@ -275,14 +275,9 @@ func (l *Listener) finish(s *pipeSlot) (*PipeConn, error) {
 }
 
 // abort cancels a pending connect, waits until the kernel is done with the
-// OVERLAPPED, and closes the instance.
+// OVERLAPPED (cancel), and closes the instance, connected or not.
 func (s *pipeSlot) abort() {
-	if !s.connected {
-		if err := windows.CancelIoEx(s.h, &s.o); err == nil || errors.Is(err, windows.ERROR_NOT_FOUND) {
-			var n uint32
-			_ = windows.GetOverlappedResult(s.h, &s.o, &n, true)
-		}
-	}
+	s.cancel()
 	s.close()
 }
 
