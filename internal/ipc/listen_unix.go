@@ -293,13 +293,8 @@ func (l *Listener) SetDeadline(t time.Time) error { return l.ul.SetDeadline(t) }
 // while the connections already queued can still be accepted (Close
 // resets those). Close afterwards.
 func (l *Listener) Unlink() error {
-	if !l.stillOurs() {
-		return nil
-	}
-	if err := os.Remove(l.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("ipc: remove socket: %w", err)
-	}
-	return nil
+	_, err := l.StopNewClients()
+	return err
 }
 
 // AcceptQueued accepts, without waiting, every connection already queued
