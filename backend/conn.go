@@ -67,9 +67,14 @@ func (c *Conn) SyscallConn() (syscall.RawConn, error) {
 	return nil, fmt.Errorf("backend: %T has no raw connection: %w", c.Conn, errors.ErrUnsupported)
 }
 
-// NetConn returns the underlying connection (a *net.UnixConn on Unix), for
-// code that needs its concrete type. Close the Conn, not what NetConn
-// returns: only the Conn's Close ends the count of live connections.
+// NetConn returns the underlying connection, for code that needs its
+// concrete type: on Unix a *net.UnixConn for a connection the listener
+// accepted, and for a handed-off one the adopted socket, which is not a
+// *net.UnixConn (making one costs seven system calls per handoff) but
+// has the same Read, Write, deadline, half-close and SyscallConn behaviour
+// and errors; on Windows a named-pipe connection. Close the Conn, not what
+// NetConn returns: only the Conn's Close ends the count of live
+// connections.
 func (c *Conn) NetConn() net.Conn { return c.Conn }
 
 // Reporting of live connections to the broker.

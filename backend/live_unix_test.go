@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/portier/portier/internal/fdpass"
+
 	"github.com/portier/portier/internal/fdcount"
 	pb "github.com/portier/portier/wire/portierv1"
 	"go.uber.org/goleak"
@@ -47,6 +49,11 @@ func TestLiveConnectionReports(t *testing.T) {
 	}
 	if _, ok := c.NetConn().(*net.UnixConn); !ok {
 		t.Errorf("NetConn is a %T, want the *net.UnixConn", c.NetConn())
+	}
+	// A handed-off connection is the adopted socket, with the same
+	// half-close and raw access through the Conn.
+	if _, ok := handed.(*Conn).NetConn().(*fdpass.SocketConn); !ok {
+		t.Errorf("handed-off NetConn is a %T, want the *fdpass.SocketConn", handed.(*Conn).NetConn())
 	}
 	// The wrapper keeps what a connection can do: a half-close reaches
 	// the client.

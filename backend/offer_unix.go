@@ -30,9 +30,16 @@ func (a fdArrival) problem() error {
 	return nil
 }
 
-// adopt makes the descriptor a net.Conn; ConnFromFD takes the descriptor,
-// closing it on error.
-func (a fdArrival) adopt() (net.Conn, error) { return fdpass.ConnFromFD(a.fd) }
+// adopt makes the descriptor a net.Conn (an *fdpass.SocketConn: see
+// ConnFromFD for why not a *net.UnixConn); ConnFromFD takes the
+// descriptor, closing it on error.
+func (a fdArrival) adopt() (net.Conn, error) {
+	c, err := fdpass.ConnFromFD(a.fd)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
 
 func (a fdArrival) discard() { closeFD(a.fd) }
 

@@ -67,12 +67,12 @@ func BenchmarkSendRecvFD(b *testing.B) {
 // socket (that is the descriptor "received"); "dup-close" is that floor.
 // The numbers and the choice are recorded on ConnFromFD.
 //
-//   - FileConn: ConnFromFD, i.e. net.FileConn(os.NewFile(fd)) — the chosen way.
+//   - ConnFromFD: the *SocketConn over a pollable *os.File — the chosen way.
+//   - FileConn: net.FileConn(os.NewFile(fd)), the only way to a
+//     *net.UnixConn, which the backend used before SocketConn.
 //   - FileConn-blocking: clear O_NONBLOCK first so os.NewFile does not
 //     register the temporary File with the poller. Rejected: it changes the
 //     open file description the sender still holds.
-//   - os.File: use the pollable *os.File directly, no dup. Rejected: not a
-//     *net.UnixConn (no CloseWrite, no addresses via the usual assertion).
 func BenchmarkConnFromFD(b *testing.B) {
 	_, server := socketPair(b, unix.SOCK_STREAM)
 	var src int
@@ -92,10 +92,22 @@ func BenchmarkConnFromFD(b *testing.B) {
 			closeFD(dup(b))
 		}
 	})
-	b.Run("FileConn", func(b *testing.B) {
+	b.Run("ConnFromFD", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			c, err := ConnFromFD(dup(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = c.Close()
+		}
+	})
+	b.Run("FileConn", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			f := os.NewFile(uintptr(dup(b)), "bench")
+			c, err := net.FileConn(f)
+			_ = f.Close()
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -116,13 +128,6 @@ func BenchmarkConnFromFD(b *testing.B) {
 				b.Fatal(err)
 			}
 			_ = c.Close()
-		}
-	})
-	b.Run("os.File", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			f := os.NewFile(uintptr(dup(b)), "bench")
-			_ = f.Close()
 		}
 	})
 }

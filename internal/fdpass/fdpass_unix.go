@@ -517,42 +517,6 @@ func closeFD(fd int) {
 	}
 }
 
-// ConnFromFD turns a received socket descriptor into a net.Conn, taking
-// ownership of fd (it is closed on every path, including errors). The result
-// is a *net.UnixConn (so CloseWrite and the addresses work); any other kind
-// of descriptor is refused with ErrNotUnixStream.
-//
-// Measured with BenchmarkConnFromFD and strace (Linux 6.18, Go 1.26, 2 vCPU;
-// conversion plus Close, above a 0.27 us dup+close floor):
-//   - net.FileConn(os.NewFile(fd)), then closing the *os.File: ~3.5-4 us,
-//     8 allocs, 12 syscalls (F_GETFL and epoll add/del for the temporary
-//     File, F_DUPFD_CLOEXEC, F_GETFL, getsockopt SO_TYPE, getsockname,
-//     getpeername, epoll add, close; Close adds epoll del and close).
-//     Chosen: it is the only public way to get a *net.UnixConn.
-//   - clearing O_NONBLOCK first so os.NewFile skips the poller: 13 syscalls
-//     and the same time within noise, and it flips O_NONBLOCK on the open
-//     file description the sender still holds. Rejected.
-//   - using the pollable *os.File itself (no dup): ~1.4 us, 4 syscalls, but
-//     not a *net.UnixConn (no CloseWrite, no addresses). Rejected.
-func ConnFromFD(fd int) (net.Conn, error) {
-	if fd < 0 {
-		return nil, ErrBadFD
-	}
-	f := os.NewFile(uintptr(fd), "fdpass")
-	c, err := net.FileConn(f)
-	// FileConn works on a dup; the original is ours to close either way.
-	_ = f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("fdpass: conn from fd: %w", err)
-	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok || uc.LocalAddr().Network() != "unix" {
-		_ = c.Close()
-		return nil, fmt.Errorf("%w: got %T (%s)", ErrNotUnixStream, c, c.LocalAddr().Network())
-	}
-	return uc, nil
-}
-
 // WithFD runs fn with the descriptor of a live connection, inside
 // c.SyscallConn().Control, so the descriptor stays valid (the connection
 // cannot be closed underneath) and the connection stays non-blocking: never

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -599,38 +600,120 @@ func TestSendWithFDShortWrite(t *testing.T) {
 func TestConnFromFD(t *testing.T) {
 	fdcount.Check(t)
 	client, server := connectedPair(t)
+	c, err := ConnFromFD(dupFD(t, server))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = server.Close() // the adopted descriptor is the only one left
+	if c.LocalAddr().String() != client.RemoteAddr().String() || c.LocalAddr().Network() != "unix" {
+		t.Errorf("addresses: local %v, client's remote %v", c.LocalAddr(), client.RemoteAddr())
+	}
+	if c.RemoteAddr().String() != client.LocalAddr().String() || c.RemoteAddr().Network() != "unix" {
+		t.Errorf("addresses: remote %v, client's local %v", c.RemoteAddr(), client.LocalAddr())
+	}
+	_ = client.SetDeadline(testDeadline())
+	_ = c.SetDeadline(testDeadline())
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	if _, err := c.Write([]byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(client); err != nil || string(got) != "hi" {
+		t.Fatalf("client got %q, %v", got, err)
+	}
+
+	// A deadline is a net.Error whose Timeout is true, as on a *net.UnixConn.
+	_ = c.SetReadDeadline(time.Now().Add(-time.Second))
+	_, err = c.Read(buf)
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read past the deadline: %v (%T), want a timeout net.Error", err, err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "read" || oe.Net != "unix" {
+		t.Errorf("read past the deadline: %#v, want a *net.OpError for read on unix", err)
+	}
+	_ = c.SetReadDeadline(time.Time{})
+
+	// The client's close is EOF; CloseRead works; after Close, errors are
+	// net.ErrClosed.
+	_ = client.Close()
+	if n, err := c.Read(buf); n != 0 || err != io.EOF {
+		t.Errorf("read after the peer closed: %d, %v; want io.EOF", n, err)
+	}
+	if err := c.CloseRead(); err != nil {
+		t.Errorf("CloseRead: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for name, err := range map[string]error{
+		"Close":       c.Close(),
+		"CloseWrite":  c.CloseWrite(),
+		"SetDeadline": c.SetDeadline(time.Time{}),
+		"Read":        func() error { _, err := c.Read(buf); return err }(),
+		"Write":       func() error { _, err := c.Write(buf); return err }(),
+	} {
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("%s after Close: %v, want net.ErrClosed", name, err)
+		}
+	}
+}
+
+// TestConnFromFDUnblocksBlockingSocket: a descriptor sent in blocking mode
+// joins the poller (deadlines work), as it did with net.FileConn.
+func TestConnFromFDUnblocksBlockingSocket(t *testing.T) {
+	fdcount.Check(t)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.CloseOnExec(fds[0])
+	unix.CloseOnExec(fds[1])
+	defer unix.Close(fds[1])
+	c, err := ConnFromFD(fds[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := WithFD(c, func(fd int) error {
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err == nil && fl&unix.O_NONBLOCK == 0 {
+			t.Error("adopted socket is still blocking")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// A file outside the poller refuses deadlines (os.ErrNoDeadline).
+	if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+		t.Fatalf("deadline on an adopted blocking socket: %v", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read: %v, want the deadline", err)
+	}
+}
+
+// dupFD returns a close-on-exec duplicate of c's descriptor.
+func dupFD(t testing.TB, c syscall.Conn) int {
+	t.Helper()
 	var dup int
-	if err := WithFD(server, func(fd int) error {
+	if err := WithFD(c, func(fd int) error {
 		var err error
 		dup, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	_ = server.Close()
-	c, err := ConnFromFD(dup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		t.Fatalf("got %T", c)
-	}
-	if uc.LocalAddr().String() != client.RemoteAddr().String() {
-		t.Errorf("addresses: local %v, client's remote %v", uc.LocalAddr(), client.RemoteAddr())
-	}
-	_ = client.SetDeadline(testDeadline())
-	_ = uc.SetDeadline(testDeadline())
-	if _, err := uc.Write([]byte("hi")); err != nil {
-		t.Fatal(err)
-	}
-	if err := uc.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := io.ReadAll(client); err != nil || string(got) != "hi" {
-		t.Fatalf("client got %q, %v", got, err)
-	}
+	return dup
 }
 
 func TestConnFromFDRefusesOthers(t *testing.T) {

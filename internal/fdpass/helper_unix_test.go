@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 )
 
@@ -17,7 +18,10 @@ func runHelper(mode string) error {
 	if mode != "backend" {
 		return fmt.Errorf("unknown helper mode")
 	}
-	ctlConn, err := ConnFromFD(3)
+	// The control connection needs a *net.UnixConn (NewReceiver).
+	ctlFile := os.NewFile(3, "control")
+	ctlConn, err := net.FileConn(ctlFile)
+	_ = ctlFile.Close()
 	if err != nil {
 		return fmt.Errorf("control conn: %w", err)
 	}
@@ -56,7 +60,7 @@ func runHelper(mode string) error {
 			return fmt.Errorf("write: %w", err)
 		}
 	}
-	if err := c.(*net.UnixConn).CloseWrite(); err != nil {
+	if err := c.CloseWrite(); err != nil {
 		return fmt.Errorf("closewrite: %w", err)
 	}
 	if _, err := ctl.Write(frame([]byte("done"))); err != nil {
