@@ -206,22 +206,3 @@ func TestCappedLog(t *testing.T) {
 		t.Errorf("an over-cap log was not rotated at open: %d bytes", fi.Size())
 	}
 }
-
-// TestBrokerProcs: serve runs the broker on one P unless --procs or
-// $GOMAXPROCS says otherwise.
-func TestBrokerProcs(t *testing.T) {
-	for _, tc := range []struct {
-		flag int
-		env  string
-		want int
-	}{
-		{0, "", 1},
-		{0, "4", 0}, // the runtime already applied $GOMAXPROCS
-		{3, "", 3},
-		{3, "4", 3}, // the flag wins
-	} {
-		if got := brokerProcs(tc.flag, tc.env); got != tc.want {
-			t.Errorf("brokerProcs(%d, %q) = %d, want %d", tc.flag, tc.env, got, tc.want)
-		}
-	}
-}

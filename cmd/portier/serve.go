@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"os/signal"
 	"runtime"
 	"time"
@@ -34,12 +33,12 @@ func serveCmd(args []string, _, stderr io.Writer) int {
 	logFile := fs.String("log-file", "", "append logs to this file, kept under 1 MiB (the newer half of a full log moves to FILE.1); default stderr")
 	metricsListen := fs.String("metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (host:port on a loopback address; off when empty)")
 	metricsRemote := fs.Bool("metrics-allow-remote", false, "allow --metrics-listen on a non-loopback address (the endpoint has no authentication)")
-	procs := fs.Int("procs", 0, "GOMAXPROCS for the broker (0: $GOMAXPROCS when set, else 1, which measured cheapest per connection)")
+	procs := fs.Int("procs", 0, "GOMAXPROCS for the broker (0 = Go's default; 1 costs less CPU per connection but makes backend starts slower, see docs/PERFORMANCE.md)")
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
-	if n := brokerProcs(*procs, os.Getenv("GOMAXPROCS")); n > 0 {
-		runtime.GOMAXPROCS(n)
+	if *procs > 0 {
+		runtime.GOMAXPROCS(*procs)
 	}
 	var logOut io.Writer = stderr
 	if *logFile != "" {
@@ -148,25 +147,4 @@ func serveMetrics(ln net.Listener, b *broker.Broker, log interface {
 		}
 		<-done
 	}
-}
-
-// brokerProcs is the GOMAXPROCS serve sets (0: leave the runtime's): the
-// --procs flag when given, else nothing when $GOMAXPROCS is set (the runtime
-// has applied it), else 1. The broker's work per connection is a few
-// system calls between sleeps; with a second P, every goroutine it wakes
-// also wakes an idle thread to look for work, which finds none. Measured
-// with perf stat on the broker (docs/PERFORMANCE.md, "GOMAXPROCS"), one P
-// cut its CPU per connection by a fifth to a third and its context
-// switches by a quarter to two fifths, on the handoff and the reconnect
-// routes, at 1 and 16 concurrent clients, with the same throughput: at 16
-// clients the broker used under half a CPU with one P. --procs raises it
-// for a machine whose broker needs more than one CPU.
-func brokerProcs(flag int, env string) int {
-	switch {
-	case flag > 0:
-		return flag
-	case env != "":
-		return 0
-	}
-	return 1
 }
