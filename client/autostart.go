@@ -120,7 +120,8 @@ func (r *startRecord) describe() string {
 }
 
 // brokerLogName is the auto-started broker's log, in the socket's
-// directory (so $XDG_RUNTIME_DIR/portier/broker.log by default).
+// directory (so $XDG_RUNTIME_DIR/portier/broker.log by default), on
+// Windows in the pipe's state directory.
 const brokerLogName = "broker.log"
 
 // sleep waits for t or until ctx ends.

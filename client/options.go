@@ -205,13 +205,13 @@ type AutoStartConfig struct {
 // outside the client's job object; stdin on the null device) and retries
 // the connection with exponential backoff (5 ms doubling up to 200 ms)
 // until cfg.Timeout. The broker's output goes to broker.log in the
-// socket's directory ($XDG_RUNTIME_DIR/portier/broker.log by default),
-// which it keeps under 1 MiB; when the broker does not come up in time,
-// the error names that file and quotes its last line. A named pipe has no
-// directory, so on Windows there is no log and the broker's output goes to
-// the null device. Concurrent Dials in one
-// process start at most one broker per socket path and timeout window; a
-// broker started by another process wins the singleton bind and is used.
+// socket's directory ($XDG_RUNTIME_DIR/portier/broker.log by default; on
+// Windows, where a named pipe has no directory, in the broker's state
+// directory %LocalAppData%\portier\<pipe name>), which it keeps under
+// 1 MiB; when the broker does not come up in time, the error names that
+// file and quotes its last line. Concurrent Dials in one process start at
+// most one broker per socket path and timeout window; a broker started by
+// another process wins the singleton bind and is used.
 func AutoStart(cfg AutoStartConfig) Option {
 	return func(c *config) { c.autoStart = &cfg }
 }
