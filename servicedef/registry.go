@@ -157,8 +157,10 @@ func (r *Registry) CacheFor(d time.Duration) { r.fresh = max(d, 0) }
 func (r *Registry) Dir() string { return r.dir }
 
 // checkDir refuses a directory someone else could write definitions into.
-// It costs one lstat, so it runs on every Lookup and a fixed (or broken)
-// directory is noticed at once. exists is false when dir is missing.
+// It costs one lstat, so it runs on every Lookup that looks at the file
+// system and a fixed (or broken) directory is noticed at once; with
+// CacheFor, a Lookup that reuses a cached definition skips it, so the
+// change is noticed within d. exists is false when dir is missing.
 func (r *Registry) checkDir() (exists bool, err error) {
 	exists, err = r.statDir()
 	var de *DirError
