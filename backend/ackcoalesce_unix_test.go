@@ -71,3 +71,48 @@ func TestAcksCoalesced(t *testing.T) {
 	}
 	readAcks(maxCoalescedAcks)
 }
+
+// TestUnregisterFlushesAcks: ACKs held back when unregister runs (a
+// Quiesce read right after offers stops the listener on another
+// goroutine) reach the broker before the Unregister frame, not lost with
+// the connection.
+func TestUnregisterFlushesAcks(t *testing.T) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "pair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	ours, broker := conn(fds[0]), conn(fds[1])
+	c := &control{conn: ours, coalesce: true}
+	tok := newToken()
+	c.ack(1, tok, true, "")
+	c.ack(2, tok, true, "")
+	c.unregister()
+
+	_ = broker.SetReadDeadline(time.Now().Add(waitTimeout))
+	for i := uint64(1); i <= 2; i++ {
+		f, err := wire.ReadFrame(broker, wire.MaxBody)
+		if err != nil {
+			t.Fatalf("ACK %d: %v", i, err)
+		}
+		if a, err := wire.DecodeHandoffAck(f.GetPayload()); err != nil || f.GetPayloadProtocol() != wire.ProtocolHandoff || a.GetCorrelationId() != i {
+			t.Fatalf("frame %d: protocol 0x%04x, %v (%v), want ACK %d", i, f.GetPayloadProtocol(), a, err, i)
+		}
+	}
+	f, err := wire.ReadFrame(broker, wire.MaxBody)
+	if err != nil {
+		t.Fatalf("Unregister: %v", err)
+	}
+	if m, err := wire.DecodeBackendControl(f.GetPayload()); err != nil || m.GetUnregister() == nil {
+		t.Fatalf("after the ACKs: %v (%v), want Unregister", m, err)
+	}
+}

@@ -29,9 +29,10 @@ type control struct {
 	conn net.Conn
 	wmu  sync.Mutex
 
-	// coalesce is set by a reader that calls flushAcks whenever it is
-	// about to wait; acks then holds ACK frames not yet written. Both
-	// are the reader goroutine's.
+	// coalesce is set, before the first offer, by a reader that calls
+	// flushAcks whenever it is about to wait; acks then holds ACK frames
+	// not yet written. acks and nacks are guarded by wmu, so that
+	// unregister, on another goroutine, writes them before its frame.
 	coalesce bool
 	acks     []byte
 	nacks    int
@@ -55,6 +56,11 @@ func (c *control) send(f *pb.Frame) error {
 func (c *control) write(b []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	return c.writeLocked(b)
+}
+
+// writeLocked is write with wmu held.
+func (c *control) writeLocked(b []byte) error {
 	if err := c.conn.SetWriteDeadline(time.Now().Add(ioTimeout)); err != nil {
 		return err
 	}
@@ -65,18 +71,33 @@ func (c *control) write(b []byte) error {
 // flushAcks writes the ACKs held back, if any. A lost ACK is the broker's
 // ACK timeout.
 func (c *control) flushAcks() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	c.flushAcksLocked()
+}
+
+// flushAcksLocked is flushAcks with wmu held.
+func (c *control) flushAcksLocked() {
 	if len(c.acks) == 0 {
 		return
 	}
-	_ = c.write(c.acks)
+	_ = c.writeLocked(c.acks)
 	c.acks, c.nacks = c.acks[:0], 0
 }
 
 // unregister tells the broker this backend is closing on purpose, then
-// closes the connection.
+// closes the connection. ACKs held back go out first: unregister runs
+// while the reader may hold some (a Quiesce read right after offers starts
+// it), and an ACK lost with the connection turns an adopted connection
+// into a failed handoff, whose 0-RTT client the broker then cuts off.
 func (c *control) unregister() {
 	if f, err := wire.NewRequest(wire.ProtocolBackendControl, 0, &pb.BackendControl{Msg: &pb.BackendControl_Unregister{Unregister: &pb.Unregister{}}}); err == nil {
-		_ = c.send(f)
+		if b, err := wire.EncodeFrame(f); err == nil {
+			c.wmu.Lock()
+			c.flushAcksLocked()
+			_ = c.writeLocked(b)
+			c.wmu.Unlock()
+		}
 	}
 	c.conn.Close()
 }
@@ -94,10 +115,13 @@ func (c *control) ack(correlationID uint64, token []byte, accepted bool, detail 
 		_ = c.send(f) // a lost ACK is the broker's ACK timeout
 		return
 	}
-	if c.acks, err = wire.AppendFrame(c.acks, f); err != nil {
-		return
+	c.wmu.Lock()
+	if c.acks, err = wire.AppendFrame(c.acks, f); err == nil {
+		c.nacks++
 	}
-	if c.nacks++; c.nacks >= maxCoalescedAcks {
+	full := c.nacks >= maxCoalescedAcks
+	c.wmu.Unlock()
+	if full {
 		c.flushAcks()
 	}
 }
