@@ -112,11 +112,14 @@ func transferError(what string, err error) error {
 // while the backend, alive, still holds its duplicate: DisconnectNamedPipe
 // acts on the pipe instance, not on the broker's handle, so the client sees
 // the pipe end (and sends its fresh Hello) instead of waiting for a reply
-// nobody writes. Every other failure leaves no other server handle behind
-// (a rejecting backend closed its own, an exited one took it along, an
-// offer that never went out had it reclaimed), so closing the broker's
-// ends the pipe. Only then: a disconnect also discards what the backend may
-// have written, which the client must see if the backend adopted the pipe.
+// nobody writes. The usual other failures leave no other server handle
+// behind (a rejecting backend closed its own, an exited one took it along,
+// an offer that never went out had it reclaimed), so closing the broker's
+// ends the pipe. One does not: a control connection lost while the backend
+// lives leaves its duplicate (counted as leaked), and that client waits
+// for its own ready timeout, as a client without 0-RTT does. Only on an ACK
+// timeout, because a disconnect also discards what the backend may have
+// written, which the client must see if the backend adopted the pipe.
 func revokeClient(c acceptedConn, out handoff.Outcome) {
 	if !out.Reached || out.Reason != handoff.ReasonAckTimeout {
 		return

@@ -16,8 +16,9 @@ import (
 )
 
 // ConnFromFD adopts a received socket descriptor as a *SocketConn, taking
-// ownership of fd (it is closed on every error path). Only a connected
-// AF_UNIX SOCK_STREAM socket is taken; anything else is refused with
+// ownership of fd (it is closed on every error path). Only an AF_UNIX
+// SOCK_STREAM socket is taken (that it is connected is not checked: a
+// listening one fails at the first write); anything else is refused with
 // ErrNotUnixStream.
 //
 // It costs five system calls: getsockopt SO_TYPE and getsockname (the

@@ -40,7 +40,7 @@ var (
 	// ErrBadFD means a negative descriptor was passed in.
 	ErrBadFD = errors.New("fdpass: invalid descriptor")
 	// ErrNotUnixStream means ConnFromFD was given a descriptor that is not a
-	// connected AF_UNIX SOCK_STREAM socket.
+	// AF_UNIX SOCK_STREAM socket.
 	ErrNotUnixStream = errors.New("fdpass: descriptor is not a unix stream socket")
 )
 
