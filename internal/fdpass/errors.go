@@ -39,7 +39,7 @@ var (
 	ErrInvalidFrame = errors.New("fdpass: message is not exactly one frame")
 	// ErrBadFD means a negative descriptor was passed in.
 	ErrBadFD = errors.New("fdpass: invalid descriptor")
-	// ErrNotUnixStream means ConnFromFD was given a descriptor that is not a
+	// ErrNotUnixStream means ConnFromFD was given a descriptor that is not an
 	// AF_UNIX SOCK_STREAM socket.
 	ErrNotUnixStream = errors.New("fdpass: descriptor is not a unix stream socket")
 )
