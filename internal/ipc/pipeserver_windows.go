@@ -498,6 +498,10 @@ func (l *Listener) Close() error {
 			_ = (<-l.conns).Close()
 		}
 		_ = windows.CloseHandle(l.quit)
+		// Use up stopOnce (waiting for a StopNewClients already in it):
+		// a later one must not SetEvent a closed handle, whose value the
+		// system may have given to another object meanwhile.
+		l.stopOnce.Do(func() {})
 		_ = windows.CloseHandle(l.stopArm)
 		if l.mutex != 0 {
 			_ = windows.CloseHandle(l.mutex)

@@ -308,6 +308,9 @@ func TestListenerCloseWithPendingConnects(t *testing.T) {
 	if err := l.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("second Close: %v", err)
 	}
+	if stopped, err := l.StopNewClients(); stopped || !errors.Is(err, net.ErrClosed) {
+		t.Errorf("StopNewClients after Close: %v, %v", stopped, err)
+	}
 	// No instance is left to connect to.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
