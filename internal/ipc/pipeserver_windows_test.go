@@ -20,8 +20,6 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-var procPeekNamedPipe = windows.NewLazySystemDLL("kernel32.dll").NewProc("PeekNamedPipe")
-
 // checkHandles fails the test at cleanup if it left a handle of any kind
 // open (fdcount.CheckHandles, warmed up with a pipe connection).
 func checkHandles(t *testing.T) {
@@ -85,7 +83,7 @@ func pipeAvailable(t *testing.T, c *PipeConn) int {
 	t.Helper()
 	var avail uint32
 	err := c.withHandle(func(h windows.Handle) error {
-		r, _, err := procPeekNamedPipe.Call(uintptr(h), 0, 0, 0, uintptr(unsafe.Pointer(&avail)), 0)
+		r, _, err := procClientPeekPipe.Call(uintptr(h), 0, 0, 0, uintptr(unsafe.Pointer(&avail)), 0)
 		if r == 0 {
 			return err
 		}
