@@ -323,7 +323,7 @@ func (l *Listener) stop() error {
 // drainable is an endpoint whose name can be removed while its socket still
 // accepts (a Unix socket; a named pipe cannot).
 type drainable interface {
-	Unlink() error
+	StopNewClients() (bool, error)
 	SetDeadline(time.Time) error
 	AcceptQueued() ([]*net.UnixConn, error)
 }
@@ -337,7 +337,7 @@ type drainable interface {
 // closes at once.
 func (l *Listener) closeEndpoint() error {
 	if d, ok := l.ln.(drainable); ok {
-		if err := d.Unlink(); err != nil {
+		if _, err := d.StopNewClients(); err != nil {
 			l.log.Warn("could not remove the endpoint before closing it", "err", err)
 		}
 		if d.SetDeadline(time.Unix(1, 0)) == nil {

@@ -288,19 +288,10 @@ func (l *Listener) Path() string { return l.path }
 // SetDeadline sets the deadline for Accept; the zero time means none.
 func (l *Listener) SetDeadline(t time.Time) error { return l.ul.SetDeadline(t) }
 
-// Unlink removes the socket file, if it is still the one this listener
-// bound, and leaves the socket as it is: no client can connect any more,
-// while the connections already queued can still be accepted (Close
-// resets those). Close afterwards.
-func (l *Listener) Unlink() error {
-	_, err := l.StopNewClients()
-	return err
-}
-
 // AcceptQueued accepts, without waiting, every connection already queued
-// on the socket, for a server that is closing it (after Unlink, so that no
-// more arrive) and would otherwise reset them. Call it while no Accept
-// runs.
+// on the socket, for a server that is closing it (after StopNewClients, so
+// that no more arrive) and would otherwise reset them. Call it while no
+// Accept runs.
 func (l *Listener) AcceptQueued() ([]*net.UnixConn, error) {
 	rc, err := l.ul.SyscallConn()
 	if err != nil {
